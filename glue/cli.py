@@ -1,0 +1,109 @@
+"""The `glue` command line: one subcommand per pipeline stage.
+
+Each command is thin: it parses arguments, calls one library function and prints the small result
+the function returns. Heavy tools (Feast, MLflow, GE, Evidently, Airflow) are imported inside the
+library functions, never here, so `glue --help` starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from glue.errors import GlueError
+
+
+class _State:
+    debug = False
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--profile",
+    type=click.Choice(["local", "prod"]),
+    default=None,
+    help="Settings profile (default: $GLUE_PROFILE, else local).",
+)
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.version_option(package_name="mlops-glue")
+def cli(profile: str | None, debug: bool) -> None:
+    """mlops-glue: DVC, Great Expectations, Feast, MLflow, Evidently and Airflow as one loop."""
+    _State.debug = debug
+    if profile:
+        os.environ["GLUE_PROFILE"] = profile
+
+
+@cli.command("demo-data")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Raw data directory (default: the settings' raw_dir).")
+@click.option("--seed", type=int, default=None, help="Override demo.seed from params.yaml.")
+@click.option("--days", type=int, default=None, help="Override demo.days.")
+@click.option("--shift-day", type=int, default=None, help="Override demo.shift_day.")
+@click.option("--shift-kind", type=click.Choice(["none", "new_fraud_pattern", "spending_change"]),
+              default=None, help="Override demo.shift_kind.")
+def demo_data_cmd(out: Path | None, seed: int | None, days: int | None,
+                  shift_day: int | None, shift_kind: str | None) -> None:
+    """Generate the deterministic card-fraud demo data (daily batches + delayed labels)."""
+    from glue import demo_data
+    from glue.settings import get_settings
+
+    settings = get_settings()
+    overrides = {k: v for k, v in
+                 {"seed": seed, "days": days, "shift_day": shift_day, "shift_kind": shift_kind}.items()
+                 if v is not None}
+    params = settings.params.demo.model_copy(update=overrides)
+    result = demo_data.generate(params, out or settings.raw_dir)
+    click.echo(
+        f"wrote {result.days} daily batches, {result.transactions} transactions "
+        f"({result.fraud} fraudulent) to {result.out_dir}"
+    )
+
+
+@cli.command("validate")
+@click.argument("path", type=click.Path(path_type=Path))
+def validate_cmd(path: Path) -> None:
+    """Check one batch file (parquet or CSV) against the raw schema; exit non-zero if it fails."""
+    from glue import validation
+    from glue.settings import get_settings
+
+    result = validation.validate_file(path, get_settings().params.validation)
+    click.echo(result.summary())
+    if not result.success:
+        sys.exit(3)
+
+
+@cli.command("validate-batches")
+def validate_batches_cmd() -> None:
+    """The validation gate stage: accept or quarantine every raw transaction batch."""
+    from glue import validation
+    from glue.settings import get_settings
+
+    result = validation.validate_batches(get_settings())
+    click.echo(result.summary())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `glue` console script: user errors without tracebacks."""
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except GlueError as exc:
+        if _State.debug:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except SystemExit:
+        raise
+
+
+if __name__ == "__main__":
+    main()

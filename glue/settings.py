@@ -1,0 +1,223 @@
+"""One typed settings object for every stage, CLI command, DVC stage and Airflow task.
+
+Why one object: the `local` and `prod` profiles differ only in where things live (files vs.
+services), so every path and URI is decided here, once. Values come from, in order of precedence:
+``GLUE_*`` environment variables, then the profile's defaults. Tunables (thresholds, model
+parameters, the data schema) come from ``params.yaml`` so that DVC tracks them.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from glue.errors import SettingsError
+
+PROFILES = ("local", "prod")
+Profile = Literal["local", "prod"]
+
+PARAMS_FILE = "params.yaml"
+
+
+class DemoParams(BaseModel):
+    """Shape of the generated fraud data set (see glue/demo_data.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 42
+    start_date: str = "2026-01-01"
+    days: int = 60
+    transactions_per_day: int = 1700
+    customers: int = 5000
+    merchants: int = 400
+    fraud_rate: float = 0.015
+    label_delay_days: int = 7
+    shift_day: int | None = None
+    shift_kind: Literal["none", "new_fraud_pattern", "spending_change"] = "none"
+
+
+class ColumnRule(BaseModel):
+    """What the validation gate demands of one column."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dtype: Literal["string", "int", "float", "bool", "datetime"]
+    nullable: bool = False
+    unique: bool = False
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str] | None = None
+
+
+class ValidationParams(BaseModel):
+    """The raw-batch schema checked by Great Expectations (see glue/validation.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timestamp_column: str = "event_timestamp"
+    min_rows: int = 1
+    max_rows: int = 10_000_000
+    max_future_seconds: int = 300
+    allow_extra_columns: bool = False
+    columns: dict[str, ColumnRule]
+
+
+class Params(BaseModel):
+    """Everything in params.yaml. Sections not modelled yet are kept as plain dicts."""
+
+    model_config = ConfigDict(extra="allow")
+
+    demo: DemoParams = DemoParams()
+    validation: ValidationParams
+
+
+class Settings(BaseModel):
+    """Where everything lives for one profile, plus the parsed params.yaml."""
+
+    model_config = ConfigDict(frozen=True)
+
+    profile: Profile
+    project_dir: Path
+    params: Params
+
+    # data, all under data_dir unless overridden
+    data_dir: Path
+    raw_dir: Path  # DVC-tracked raw batches: transactions/ and labels/, one file per day
+    validated_dir: Path  # accepted batches with their validation results
+    quarantine_dir: Path  # rejected batches, each with its result JSON and data docs
+    state_dir: Path  # the embedded stores and logs of the local profile (.glue/)
+
+    # tools
+    mlflow_tracking_uri: str
+    mlflow_registry_uri: str
+    mlflow_artifacts_dir: Path
+    feast_repo: Path
+    airflow_home: Path
+    dvc_remote: str
+
+    @property
+    def raw_transactions_dir(self) -> Path:
+        return self.raw_dir / "transactions"
+
+    @property
+    def raw_labels_dir(self) -> Path:
+        return self.raw_dir / "labels"
+
+
+ENV_PREFIX = "GLUE_"
+
+# Settings fields a user may override through GLUE_<NAME> (upper case).
+_OVERRIDABLE = (
+    "data_dir",
+    "raw_dir",
+    "validated_dir",
+    "quarantine_dir",
+    "state_dir",
+    "mlflow_tracking_uri",
+    "mlflow_registry_uri",
+    "mlflow_artifacts_dir",
+    "feast_repo",
+    "airflow_home",
+    "dvc_remote",
+)
+
+# Values the prod profile cannot guess: they name services.
+_PROD_REQUIRED = ("mlflow_tracking_uri",)
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    """The project is the nearest directory holding params.yaml (or GLUE_PROJECT_DIR)."""
+    env = os.environ.get("GLUE_PROJECT_DIR")
+    if env:
+        path = Path(env).expanduser().resolve()
+        if not (path / PARAMS_FILE).is_file():
+            raise SettingsError(f"GLUE_PROJECT_DIR={env}: no {PARAMS_FILE} in that directory")
+        return path
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / PARAMS_FILE).is_file():
+            return candidate
+    raise SettingsError(
+        f"no {PARAMS_FILE} in {here} or any parent directory; run glue inside the project "
+        "or set GLUE_PROJECT_DIR"
+    )
+
+
+def load_params(path: Path) -> Params:
+    """Parse params.yaml, naming the file and the field on any error."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{path}: expected a mapping at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise SettingsError(f"{path}: {_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"])
+        parts.append(f"field '{field}': {err['msg']}")
+    return "; ".join(parts)
+
+
+def _defaults(profile: Profile, project_dir: Path) -> dict[str, Any]:
+    state = project_dir / ".glue"
+    data = project_dir / "data"
+    common: dict[str, Any] = {
+        "data_dir": data,
+        "raw_dir": data / "raw",
+        "validated_dir": data / "validated",
+        "quarantine_dir": data / "quarantine",
+        "state_dir": state,
+        "mlflow_artifacts_dir": state / "mlartifacts",
+        "feast_repo": project_dir / "feature_repo",
+        "airflow_home": state / "airflow",
+        "dvc_remote": str(state / "dvc-remote"),
+    }
+    if profile == "local":
+        db = f"sqlite:///{state / 'mlflow.db'}"
+        return {**common, "mlflow_tracking_uri": db, "mlflow_registry_uri": db}
+    return common
+
+
+def load_settings(profile: str | None = None, project_dir: Path | None = None) -> Settings:
+    """Build the settings for a profile (default: GLUE_PROFILE, else ``local``)."""
+    profile = profile or os.environ.get("GLUE_PROFILE", "local")
+    if profile not in PROFILES:
+        raise SettingsError(
+            f"unknown profile '{profile}' (from GLUE_PROFILE or --profile); "
+            f"choose one of: {', '.join(PROFILES)}"
+        )
+    project_dir = (project_dir or find_project_dir()).resolve()
+    values = _defaults(profile, project_dir)  # type: ignore[arg-type]
+    for name in _OVERRIDABLE:
+        env = os.environ.get(ENV_PREFIX + name.upper())
+        if env:
+            values[name] = env
+    if profile == "prod":
+        missing = [n for n in _PROD_REQUIRED if n not in values]
+        if missing:
+            names = ", ".join(ENV_PREFIX + n.upper() for n in missing)
+            raise SettingsError(f"profile 'prod' needs {names} (the services' addresses)")
+        values.setdefault("mlflow_registry_uri", values["mlflow_tracking_uri"])
+    params = load_params(project_dir / PARAMS_FILE)
+    try:
+        return Settings(profile=profile, project_dir=project_dir, params=params, **values)
+    except ValidationError as exc:
+        raise SettingsError(f"settings: {_describe(exc)}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, built once from the environment."""
+    return load_settings()
