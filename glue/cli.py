@@ -86,6 +86,18 @@ def validate_batches_cmd() -> None:
     click.echo(result.summary())
 
 
+@cli.command("run")
+@click.option("--force", is_flag=True, help="Re-run every stage, even those DVC finds up to date.")
+@click.option("--no-push", is_flag=True, help="Do not push the data to the DVC remote.")
+def run_cmd(force: bool, no_push: bool) -> None:
+    """Run the whole loop once (`dvc repro`), then push the versioned data to the DVC remote."""
+    from glue import pipeline
+    from glue.settings import get_settings
+
+    result = pipeline.run_loop(get_settings(), force=force, push=not no_push)
+    click.echo(result.summary())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `glue` console script: user errors without tracebacks."""
     try:
