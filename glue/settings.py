@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from glue.errors import SettingsError
 
@@ -67,6 +67,53 @@ class ValidationParams(BaseModel):
     columns: dict[str, ColumnRule]
 
 
+class FeaturesParams(BaseModel):
+    """The feature stage (see glue/features.py): which Feast feature service the model uses."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature_service: str = "fraud_model_v1"
+
+
+class ModelParams(BaseModel):
+    """Which scikit-learn estimator to fit, with its keyword arguments (passed through as is)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["hist_gradient_boosting", "random_forest", "logistic_regression"] = (
+        "hist_gradient_boosting"
+    )
+    params: dict[str, Any] = {}
+
+
+class TrainParams(BaseModel):
+    """The training stage (see glue/training.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    experiment_name: str = "fraud-training"
+    registered_model_name: str = "fraud-detector"
+    validation_days: int = Field(7, ge=1)
+    random_state: int = 42
+    decision_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    model: ModelParams = ModelParams()
+
+
+class GateParams(BaseModel):
+    """The challenger/champion gate (see glue/promotion.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    primary_metric: Literal["average_precision", "roc_auc"] = "average_precision"
+    min_improvement: float = 0.005
+    bootstrap_samples: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    floors: dict[Literal["average_precision", "roc_auc"], float] = {
+        "average_precision": 0.2,
+        "roc_auc": 0.7,
+    }
+
+
 class Params(BaseModel):
     """Everything in params.yaml. Sections not modelled yet are kept as plain dicts."""
 
@@ -74,6 +121,9 @@ class Params(BaseModel):
 
     demo: DemoParams = DemoParams()
     validation: ValidationParams
+    features: FeaturesParams = FeaturesParams()
+    train: TrainParams = TrainParams()
+    gate: GateParams = GateParams()
 
 
 class Settings(BaseModel):
@@ -97,6 +147,10 @@ class Settings(BaseModel):
     mlflow_registry_uri: str
     mlflow_artifacts_dir: Path
     feast_repo: Path
+    # the profile's feature_store.yaml (local: feature_repo/feature_store.yaml, prod: prod/...)
+    feast_yaml: Path
+    # the daily snapshot tables glue/features.py writes and the Feast file sources read
+    features_dir: Path
     airflow_home: Path
     dvc_remote: str
 
@@ -122,6 +176,8 @@ _OVERRIDABLE = (
     "mlflow_registry_uri",
     "mlflow_artifacts_dir",
     "feast_repo",
+    "feast_yaml",
+    "features_dir",
     "airflow_home",
     "dvc_remote",
 )
@@ -204,6 +260,10 @@ def load_settings(profile: str | None = None, project_dir: Path | None = None) -
         env = os.environ.get(ENV_PREFIX + name.upper())
         if env:
             values[name] = env
+    # Defaults that follow an overridden directory.
+    values.setdefault("features_dir", Path(values["data_dir"]) / "features")
+    feast_yaml = ("feature_store.yaml",) if profile == "local" else ("prod", "feature_store.yaml")
+    values.setdefault("feast_yaml", Path(values["feast_repo"]).joinpath(*feast_yaml))
     if profile == "prod":
         missing = [n for n in _PROD_REQUIRED if n not in values]
         if missing:

@@ -1,0 +1,182 @@
+# Feature definitions of the card-fraud model: entities, sources, views and the feature service.
+#
+# Declarations only. The daily snapshot tables these views read are computed by `glue features`
+# (glue/features.py): one row per entity and snapshot, where the snapshot at day D 00:00 UTC
+# aggregates only transactions strictly before D. A point-in-time join therefore gives every
+# transaction the aggregates of the days before its own, never anything from its own future.
+
+import os
+from datetime import timedelta
+
+import pandas as pd
+from feast import (
+    Entity,
+    FeatureService,
+    FeatureView,
+    Field,
+    FileSource,
+    Project,
+    RequestSource,
+    ValueType,
+)
+from feast.on_demand_feature_view import on_demand_feature_view
+from feast.types import Bool, Float64, Int64, String
+
+project = Project(name="fraud", description="Card-transaction fraud: customer and merchant features")
+
+# The card holder and the merchant of a transaction. Their ids are integers in the raw batches.
+customer = Entity(
+    name="customer",
+    join_keys=["customer_id"],
+    value_type=ValueType.INT64,
+    description="A card holder",
+)
+merchant = Entity(
+    name="merchant",
+    join_keys=["merchant_id"],
+    value_type=ValueType.INT64,
+    description="A merchant accepting card payments",
+)
+
+# Where the snapshot tables live. Locally: parquet files written by `glue features` under
+# data/features (relative to this repo; GLUE_FEATURES_DIR moves them, the same variable glue reads).
+# With FEAST_OFFLINE_STORE=postgres (the prod profile) the same tables are PostgreSQL tables.
+_OFFLINE_STORE = os.environ.get("FEAST_OFFLINE_STORE", "file")
+_FEATURES_DIR = os.environ.get("GLUE_FEATURES_DIR", "../data/features")
+
+
+def _snapshot_source(table: str, description: str):
+    """The batch source of one snapshot table, for the offline store of the active profile."""
+    if _OFFLINE_STORE == "postgres":
+        from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import (
+            PostgreSQLSource,
+        )
+
+        return PostgreSQLSource(
+            name=f"{table}_source",
+            table=table,
+            timestamp_field="event_timestamp",
+            description=description,
+        )
+    return FileSource(
+        name=f"{table}_source",
+        path=f"{_FEATURES_DIR}/{table}.parquet",
+        timestamp_field="event_timestamp",
+        description=description,
+    )
+
+
+customer_daily_source = _snapshot_source(
+    "customer_daily", "Daily per-customer aggregates of the transactions before each snapshot day"
+)
+merchant_daily_source = _snapshot_source(
+    "merchant_daily", "Daily per-merchant aggregates and fraud rate from labels known at the snapshot"
+)
+
+# A snapshot is taken every day at 00:00 UTC; two days of ttl let a transaction fall back to
+# yesterday's snapshot if today's has not been computed yet, and no further.
+SNAPSHOT_TTL = timedelta(days=2)
+
+customer_transactions = FeatureView(
+    name="customer_transactions",
+    description="How the card holder spent in the last 1, 7 and 30 days (before the snapshot day)",
+    entities=[customer],
+    ttl=SNAPSHOT_TTL,
+    schema=[
+        Field(name="txn_count_1d", dtype=Int64, description="Transactions on the previous day"),
+        Field(name="txn_count_7d", dtype=Int64, description="Transactions in the previous 7 days"),
+        Field(name="txn_count_30d", dtype=Int64, description="Transactions in the previous 30 days"),
+        Field(name="amount_sum_1d", dtype=Float64, description="Amount spent on the previous day"),
+        Field(name="amount_sum_7d", dtype=Float64, description="Amount spent in the previous 7 days"),
+        Field(name="amount_sum_30d", dtype=Float64, description="Amount spent in the previous 30 days"),
+        Field(name="amount_mean_30d", dtype=Float64, description="Mean amount, previous 30 days"),
+        Field(name="amount_std_30d", dtype=Float64, description="Population std of amounts, 30 days"),
+        Field(name="amount_max_30d", dtype=Float64, description="Largest amount, previous 30 days"),
+        Field(name="distinct_merchants_7d", dtype=Int64, description="Merchants paid in 7 days"),
+        Field(name="online_share_30d", dtype=Float64, description="Share of online transactions, 30 days"),
+        Field(name="card_not_present_share_30d", dtype=Float64, description="Share without the card"),
+        Field(name="hours_since_last_txn", dtype=Float64, description="Since the last transaction"),
+    ],
+    online=True,
+    source=customer_daily_source,
+    tags={"team": "fraud", "granularity": "daily"},
+)
+
+merchant_risk = FeatureView(
+    name="merchant_risk",
+    description="Merchant activity and fraud history, from labels already known at the snapshot",
+    entities=[merchant],
+    ttl=SNAPSHOT_TTL,
+    schema=[
+        Field(name="txn_count_7d", dtype=Int64, description="Transactions in the previous 7 days"),
+        Field(name="txn_count_30d", dtype=Int64, description="Transactions in the previous 30 days"),
+        Field(name="amount_mean_30d", dtype=Float64, description="Mean amount, previous 30 days"),
+        Field(
+            name="labelled_count_30d",
+            dtype=Int64,
+            description="Transactions of the previous 30 days whose label was known at the snapshot",
+        ),
+        Field(
+            name="fraud_rate_30d",
+            dtype=Float64,
+            description="Fraud share among those labelled transactions (0 when none is labelled yet)",
+        ),
+    ],
+    online=True,
+    source=merchant_daily_source,
+    tags={"team": "fraud", "granularity": "daily"},
+)
+
+# What the scoring request itself carries: the transaction being decided on. `event_hour` is the
+# UTC hour of the transaction's event_timestamp (glue derives it the same way offline and online).
+transaction_request = RequestSource(
+    name="transaction_request",
+    description="Fields of the transaction being scored, known at request time",
+    schema=[
+        Field(name="amount", dtype=Float64),
+        Field(name="channel", dtype=String),
+        Field(name="card_present", dtype=Bool),
+        Field(name="event_hour", dtype=Int64),
+    ],
+)
+
+
+@on_demand_feature_view(
+    sources=[customer_transactions[["amount_mean_30d", "amount_std_30d"]], transaction_request],
+    schema=[
+        Field(name="amount_to_customer_mean_ratio", dtype=Float64),
+        Field(name="amount_zscore", dtype=Float64),
+        Field(name="log_amount", dtype=Float64),
+        Field(name="is_online", dtype=Int64),
+        Field(name="is_night", dtype=Int64),
+        Field(name="card_not_present", dtype=Int64),
+    ],
+    mode="pandas",
+    description="The transaction against the card holder's habits; NaN ratios for customers without history",
+)
+def transaction_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
+    import numpy as np
+    import pandas as pd
+
+    amount = inputs["amount"].astype("float64")
+    mean = inputs["amount_mean_30d"].astype("float64")
+    std = inputs["amount_std_30d"].astype("float64")
+    out = pd.DataFrame(index=inputs.index)
+    out["amount_to_customer_mean_ratio"] = amount / mean.where(mean > 0)
+    # A floor of 1 currency unit keeps the score finite for customers with constant amounts.
+    out["amount_zscore"] = (amount - mean) / np.maximum(std, 1.0)
+    out["log_amount"] = np.log1p(amount)
+    out["is_online"] = (inputs["channel"] == "online").astype("int64")
+    out["is_night"] = (inputs["event_hour"].astype("int64") < 6).astype("int64")
+    out["card_not_present"] = (~inputs["card_present"].astype(bool)).astype("int64")
+    return out
+
+
+# The model's inputs, versioned: the fraud model is trained and served on exactly this service.
+# Change a feature -> add fraud_model_v2 next to it, so models trained on v1 keep working.
+fraud_model_v1 = FeatureService(
+    name="fraud_model_v1",
+    description="Inputs of the card-fraud model, version 1",
+    features=[customer_transactions, merchant_risk, transaction_request_features],
+    tags={"model": "fraud"},
+)

@@ -1,0 +1,279 @@
+"""The Feast adapter: the only glue module that imports feast.
+
+Why an adapter: the pipeline needs five things from Feast (open the profile's store, apply the
+feature repo, write the snapshot tables where the offline store reads them, materialize to the
+online store, read features point-in-time and online) and nothing else. Everything goes through
+Feast's own objects and functions, on the same feature_store.yaml the Feast CLI uses, so
+`feast feature-views list` or `feast materialize` from feature_repo/ see exactly what glue did.
+
+Feast prints progress to stdout; library code must not, so its output is captured and logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import logging
+import os
+import re
+import sys
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from glue.errors import GlueError, SettingsError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from feast import FeatureStore
+
+    from glue.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_ENV_REF = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+@dataclass(frozen=True)
+class AppliedRepo:
+    """What `feast apply` registered: the names of the repo's objects."""
+
+    project: str
+    entities: list[str]
+    feature_views: list[str]
+    on_demand_feature_views: list[str]
+    feature_services: list[str]
+
+
+@dataclass(frozen=True)
+class MaterializedWindow:
+    """The event-time window copied from the offline to the online store."""
+
+    start: dt.datetime
+    end: dt.datetime
+    feature_views: list[str]
+
+
+def open_store(settings: Settings) -> FeatureStore:
+    """The Feast store of the settings' profile, from the same feature_store.yaml the CLI reads."""
+    from feast import FeatureStore
+    from feast.repo_config import load_repo_config
+
+    repo, yaml_file = _repo_and_yaml(settings)
+    _check_env_refs(yaml_file)
+    try:
+        config = load_repo_config(repo, yaml_file)
+    except Exception as exc:  # FeastConfigError and YAML errors
+        raise SettingsError(f"{yaml_file}: invalid Feast configuration: {exc}") from None
+    _make_local_dirs(config, repo)
+    store = FeatureStore(repo_path=str(repo), fs_yaml_file=yaml_file)
+    mlflow_cfg = store.config.mlflow
+    if mlflow_cfg is not None and mlflow_cfg.enabled and not mlflow_cfg.tracking_uri:
+        # Feast tags the active MLflow run through its own client: it must use the glue's
+        # tracking store (where that run lives), not whatever the environment says.
+        mlflow_cfg.tracking_uri = settings.mlflow_tracking_uri
+    return store
+
+
+def apply_repo(settings: Settings, store: FeatureStore) -> AppliedRepo:
+    """`feast apply` through Feast's own repo parser: register the repo, delete what it dropped."""
+    from feast.repo_operations import _get_repo_contents, apply_total_with_repo_instance
+
+    repo, _ = _repo_and_yaml(settings)
+    out = io.StringIO()
+    with _inside_repo(repo), contextlib.redirect_stdout(out), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "On demand feature view is an experimental", RuntimeWarning)
+        try:
+            contents = _get_repo_contents(repo, store.config.project, store.config)
+        except SystemExit:  # Feast exits on a project mismatch after printing why
+            raise SettingsError(f"{repo}: {out.getvalue().strip()}") from None
+        _check_file_sources(settings, contents.data_sources, repo)
+        apply_total_with_repo_instance(
+            store, store.config.project, store.registry, contents, skip_source_validation=False
+        )
+    log.debug("feast apply:\n%s", out.getvalue())
+    return AppliedRepo(
+        project=store.config.project,
+        entities=sorted(e.name for e in contents.entities if e.name != "__dummy"),
+        feature_views=sorted(fv.name for fv in contents.feature_views),
+        on_demand_feature_views=sorted(v.name for v in contents.on_demand_feature_views),
+        feature_services=sorted(s.name for s in contents.feature_services),
+    )
+
+
+def write_snapshot_table(settings: Settings, store: FeatureStore, table: str, df: pd.DataFrame) -> str:
+    """Put one snapshot table where the profile's offline store reads it; returns its location."""
+    kind = store.config.offline_store.type
+    if kind == "file":
+        path = Path(settings.features_dir) / f"{table}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".parquet.tmp")
+        df.to_parquet(tmp, index=False)
+        tmp.replace(path)  # readers never see a half-written file
+        return str(path)
+    if kind == "postgres":
+        import sqlalchemy
+
+        cfg = store.config.offline_store
+        url = sqlalchemy.engine.URL.create(
+            "postgresql+psycopg",
+            username=cfg.user,
+            password=cfg.password or None,
+            host=cfg.host,
+            port=cfg.port,
+            database=cfg.database,
+        )
+        engine = sqlalchemy.create_engine(url)
+        try:
+            df.to_sql(table, engine, schema=cfg.db_schema, if_exists="replace", index=False, chunksize=10_000)
+        finally:
+            engine.dispose()
+        return f"postgres:{cfg.database}.{cfg.db_schema}.{table}"
+    raise SettingsError(
+        f"{settings.feast_yaml}: offline_store.type '{kind}' is not supported by glue (use file or postgres)"
+    )
+
+
+def materialize(store: FeatureStore, end: dt.datetime) -> MaterializedWindow:
+    """Copy the latest feature values up to `end` into the online store, incrementally.
+
+    Feast's incremental start for a never-materialized view is "now - ttl" by the wall clock,
+    which misses data whose timestamps are not recent (a replayed or demo history); such views
+    get one ordinary materialization over their ttl before `end` instead.
+    """
+    fvs = [fv for fv in store.list_feature_views() if fv.online]
+    fresh = [fv for fv in fvs if fv.most_recent_end_time is None]
+    seen = [fv for fv in fvs if fv.most_recent_end_time is not None]
+    starts: list[dt.datetime] = []
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        if fresh:
+            start = end - max(fv.ttl for fv in fresh)
+            store.materialize(start, end, feature_views=[fv.name for fv in fresh])
+            starts.append(start)
+        if seen:
+            store.materialize_incremental(end, feature_views=[fv.name for fv in seen])
+            starts.extend(fv.most_recent_end_time for fv in seen)
+    log.debug("feast materialize:\n%s", out.getvalue())
+    start = min(starts) if starts else end
+    return MaterializedWindow(start=_utc(start), end=_utc(end), feature_views=sorted(fv.name for fv in fvs))
+
+
+def feature_columns(store: FeatureStore, feature_service: str) -> tuple[list[str], list[str]]:
+    """The service's columns as Feast names them (view__feature) and its feature refs (view:feature)."""
+    service = _service(store, feature_service)
+    columns, refs = [], []
+    for projection in service.feature_view_projections:
+        for feature in projection.features:
+            columns.append(f"{projection.name_to_use()}__{feature.name}")
+            refs.append(f"{projection.name_to_use()}:{feature.name}")
+    return columns, refs
+
+
+def historical_features(store: FeatureStore, entity_df: pd.DataFrame, feature_service: str) -> pd.DataFrame:
+    """Feast's point-in-time join of the service's features onto entity_df (full feature names)."""
+    job = store.get_historical_features(
+        entity_df=entity_df, features=_service(store, feature_service), full_feature_names=True
+    )
+    return job.to_df()
+
+
+def online_features(store: FeatureStore, rows: list[dict[str, Any]], feature_service: str) -> pd.DataFrame:
+    """The service's features for entity + request rows, from the online store (full feature names)."""
+    response = store.get_online_features(
+        features=_service(store, feature_service), entity_rows=rows, full_feature_names=True
+    )
+    return response.to_df()
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _repo_and_yaml(settings: Settings) -> tuple[Path, Path]:
+    repo = Path(settings.feast_repo).resolve()
+    yaml_file = Path(settings.feast_yaml).resolve()
+    if not yaml_file.is_file():
+        raise SettingsError(
+            f"Feast configuration {yaml_file} not found (settings feast_yaml / GLUE_FEAST_YAML, "
+            f"profile '{settings.profile}')"
+        )
+    return repo, yaml_file
+
+
+def _check_env_refs(yaml_file: Path) -> None:
+    """Feast leaves an unset ${VAR} in place and fails later, far from the cause: fail here."""
+    missing = sorted(
+        {a or b for a, b in _ENV_REF.findall(yaml_file.read_text()) if (a or b) not in os.environ}
+    )
+    if missing:
+        raise SettingsError(
+            f"{yaml_file}: uses environment variable(s) {', '.join(missing)} that are not set"
+        )
+
+
+def _make_local_dirs(config: Any, repo: Path) -> None:
+    """Create the folders of a file registry and a SQLite online store (Feast expects them)."""
+    paths = []
+    registry = config.registry
+    if getattr(registry, "registry_type", "file") == "file" and "://" not in str(registry.path):
+        paths.append(Path(registry.path))
+    if config.online_store.type == "sqlite":
+        paths.append(Path(config.online_store.path))
+    for path in paths:
+        (path if path.is_absolute() else repo / path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _check_file_sources(settings: Settings, sources: list[Any], repo: Path) -> None:
+    """The repo's file sources must read the folder glue writes to, or features go missing."""
+    from feast import FileSource
+
+    want = Path(settings.features_dir).resolve()
+    for source in sources:
+        if isinstance(source, FileSource):
+            path = Path(source.path)
+            where = (path if path.is_absolute() else repo / path).resolve().parent
+            if where != want:
+                raise SettingsError(
+                    f"{repo}: source '{source.name}' reads {where} but glue writes features to {want}; "
+                    "set GLUE_FEATURES_DIR so that both agree"
+                )
+
+
+@contextlib.contextmanager
+def _inside_repo(repo: Path) -> Iterator[None]:
+    """Run Feast's repo parser as the CLI does: from the repo dir, with it importable.
+
+    The repo's modules are imported by their file names; drop earlier copies (another project's
+    repo in the same process) so the files on disk are what gets applied.
+    """
+    names = [p.stem for p in repo.glob("*.py")]
+    for name in names:
+        sys.modules.pop(name, None)
+    old_cwd = Path.cwd()
+    sys.path.insert(0, str(repo))
+    os.chdir(repo)
+    try:
+        yield
+    finally:
+        os.chdir(old_cwd)
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(repo))
+
+
+def _service(store: FeatureStore, name: str) -> Any:
+    from feast.errors import FeatureServiceNotFoundException
+
+    try:
+        return store.get_feature_service(name)
+    except FeatureServiceNotFoundException:
+        raise GlueError(
+            f"feature service '{name}' (params.yaml features.feature_service) is not registered in "
+            f"project '{store.config.project}'; run `glue features` (feast apply) first"
+        ) from None
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
