@@ -86,6 +86,36 @@ def validate_batches_cmd() -> None:
     click.echo(result.summary())
 
 
+@cli.command("features")
+def features_cmd() -> None:
+    """The feature stage: daily snapshot aggregates, `feast apply`, materialize to the online store."""
+    from glue import features
+    from glue.settings import get_settings
+
+    result = features.build_features(get_settings())
+    click.echo(result.summary())
+
+
+@cli.command("train")
+def train_cmd() -> None:
+    """Train the model on the Feast training set, log it to MLflow, register it as `challenger`."""
+    from glue import training
+    from glue.settings import get_settings
+
+    result = training.train(get_settings())
+    click.echo(result.summary())
+
+
+@cli.command("promote")
+def promote_cmd() -> None:
+    """The gate: score challenger and champion on the same fresh window; move `champion` if better."""
+    from glue import promotion
+    from glue.settings import get_settings
+
+    result = promotion.evaluate_and_promote(get_settings())
+    click.echo(result.summary())
+
+
 @cli.command("run")
 @click.option("--force", is_flag=True, help="Re-run every stage, even those DVC finds up to date.")
 @click.option("--no-push", is_flag=True, help="Do not push the data to the DVC remote.")

@@ -1,0 +1,326 @@
+"""The MLflow adapter: runs, logged models, evaluation, registry versions, aliases and tags.
+
+Every MLflow call of the glue goes through this module (the run-context plugin lives in
+mlflow_plugins/), so an MLflow API change touches one file. Functions take and return plain Python
+values (ids, dicts, :class:`VersionRef`), never MLflow entities, so training and promotion read as
+plain logic. Where Feast's MLflow integration fits (``store.mlflow``, enabled by the ``mlflow:``
+block of feature_store.yaml) it is used: a training run started through it carries Feast's project
+tag, and feature retrievals made inside it tag the run with the feature service, views and refs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from glue.settings import Settings
+
+MODEL_ARTIFACT = "model"  # name of the logged model inside a run
+FEAST_FEATURES_FILE = "feast_features.json"  # what Feast's resolver looks for on a run
+EVALUATE_PREFIX = "evaluate_"  # mlflow.evaluate's metrics, apart from the ones glue computes itself
+
+_PARAM_MAX = 500  # MLflow's limit on a param value
+_TAG_MAX = 5000  # ... and on a tag value
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    """One registered model version, as the gate needs it."""
+
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def configure(settings: Settings) -> None:
+    """Point MLflow (and Feast's MLflow integration, which reads the env) at the profile's stores."""
+    import mlflow
+
+    os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+    os.environ["MLFLOW_REGISTRY_URI"] = settings.mlflow_registry_uri
+    if settings.profile == "local":
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        settings.mlflow_artifacts_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_registry_uri)
+
+
+def ensure_experiment(settings: Settings, name: str) -> str:
+    """The experiment's id, created on first use; locally its artifacts go to mlflow_artifacts_dir."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_registry_uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if settings.profile == "local":  # prod: the tracking server proxies artifacts to its store
+        location = (settings.mlflow_artifacts_dir / name).resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # created concurrently by another process: use theirs
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+@contextmanager
+def training_run(
+    settings: Settings,
+    experiment: str,
+    *,
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    store: Any = None,
+) -> Iterator[str]:
+    """Start one MLflow run (through Feast's integration when the store has it); yields its id.
+
+    The run ends FAILED if the body raises, so a crashed training is visible as such in the UI.
+    """
+    import mlflow
+
+    configure(settings)
+    experiment_id = ensure_experiment(settings, experiment)
+    feast_mlflow = getattr(store, "mlflow", None) if store is not None else None
+    if feast_mlflow is not None:
+        context = feast_mlflow.start_run(run_name=run_name, tags=dict(tags or {}),
+                                         experiment_id=experiment_id)
+    else:
+        context = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags or {}))
+    with context as run:
+        yield run.info.run_id
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log params of the active run (nested dicts flattened to dotted keys, long values cut)."""
+    import mlflow
+
+    flat = {k: _cut(str(v), _PARAM_MAX) for k, v in _flatten(params).items()}
+    mlflow.log_params(flat)
+
+
+def log_metrics(metrics: Mapping[str, float], model_id: str | None = None) -> None:
+    """Log metrics of the active run (linked to the logged model when its id is given)."""
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, model_id=model_id)
+
+
+def set_tags(tags: Mapping[str, str]) -> None:
+    """Tag the active run."""
+    import mlflow
+
+    mlflow.set_tags({k: _cut(str(v), _TAG_MAX) for k, v in tags.items()})
+
+
+def log_artifact(path: Path, artifact_path: str | None = None) -> None:
+    """Copy one local file into the active run's artifacts."""
+    import mlflow
+
+    mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def log_figure(figure: Any, artifact_file: str) -> None:
+    """Save a matplotlib figure as a run artifact (a picture a person can look at in the UI)."""
+    import mlflow
+
+    mlflow.log_figure(figure, artifact_file)
+
+
+def log_dict(data: Mapping[str, Any] | list, artifact_file: str) -> None:
+    """Save JSON-serialisable data as a run artifact."""
+    import mlflow
+
+    mlflow.log_dict(data, artifact_file)
+
+
+def log_datasets(frames: Mapping[str, Any], *, name: str, source: Path, target: str) -> None:
+    """Record the training and validation tables as run inputs (digest, schema, row count).
+
+    `source` is where the rows come from as a local path MLflow can resolve (the Feast repo).
+    """
+    import mlflow
+
+    for context, df in frames.items():
+        with warnings.catch_warnings():  # "source can be interpreted in multiple ways": all local
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(df, source=str(source), targets=target,
+                                              name=f"{name}:{context}")
+            mlflow.log_input(dataset, context=context)
+
+
+def log_feature_refs(feature_refs: list[str]) -> None:
+    """Write feast_features.json, the artifact Feast's model resolver checks a model against.
+
+    Feast's ``store.mlflow.log_model`` writes it only from the run's ``feast.feature_refs`` tag
+    (set only when features were retrieved inside the run), and it passes ``artifact_path``
+    positionally, which MLflow 3 deprecates and which hides the ModelInfo we need; so the model is
+    logged with MLflow directly and this file is written here, in Feast's format.
+    """
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / FEAST_FEATURES_FILE
+        path.write_text(json.dumps(list(feature_refs)))
+        mlflow.log_artifact(str(path))
+
+
+def log_sklearn_model(model: Any, input_example: Any, *, name: str = MODEL_ARTIFACT) -> tuple[str, str]:
+    """Log a fitted scikit-learn model with its signature; returns (model_uri, model_id).
+
+    The pyfunc flavour predicts with ``predict_proba`` (columns: P(0), P(1)), since every consumer
+    of a fraud model (serving, batch scoring, the gate) needs scores, not labels cut at 0.5.
+    Integer inputs are declared as doubles: an online feature may be missing (NaN), and MLflow
+    accepts ints for a double column but not NaN for a long one.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    ints = input_example.select_dtypes("integer").columns
+    input_example = input_example.astype(dict.fromkeys(ints, "float64"))
+
+    signature = infer_signature(input_example, model.predict_proba(input_example))
+    info = mlflow.sklearn.log_model(
+        sk_model=model,
+        name=name,
+        signature=signature,
+        input_example=input_example,
+        pyfunc_predict_fn="predict_proba",
+        serialization_format="cloudpickle",
+    )
+    return info.model_uri, info.model_id
+
+
+def evaluate_classifier(model_uri: str, data: Any, label_column: str, model_id: str | None = None
+                        ) -> dict[str, float]:
+    """MLflow's built-in classifier evaluation on held-out data, logged to the active run.
+
+    Gives the standard metrics and the pictures (ROC, precision-recall, lift and calibration
+    curves, confusion matrix) without any plotting code of ours. SHAP is off: slow, and optional.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import mlflow
+
+    with warnings.catch_warnings():  # schema hints about int columns: the signature has doubles
+        warnings.simplefilter("ignore", UserWarning)
+        result = mlflow.models.evaluate(
+            model=model_uri,
+            data=data,
+            targets=label_column,
+            model_type="classifier",
+            evaluators=["classifier"],
+            evaluator_config={"classifier": {"pos_label": 1, "label_list": [0, 1],
+                                             "metric_prefix": EVALUATE_PREFIX}},
+            model_id=model_id,
+        )
+    return {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
+
+
+def run_artifacts(run_id: str, path: str | None = None) -> list[str]:
+    """Paths of the artifacts of a run (one level, under `path`)."""
+    from mlflow import MlflowClient
+
+    return [f.path for f in MlflowClient().list_artifacts(run_id, path)]
+
+
+def run_data(run_id: str) -> tuple[dict[str, str], dict[str, str], dict[str, float]]:
+    """(tags, params, metrics) of a run."""
+    from mlflow import MlflowClient
+
+    run = MlflowClient().get_run(run_id)
+    return dict(run.data.tags), dict(run.data.params), dict(run.data.metrics)
+
+
+def register_model(model_uri: str, name: str, tags: Mapping[str, str]) -> str:
+    """Create a registered model version with its lineage tags in the same call; returns it.
+
+    Tags go in with the version (not after it), so a crash cannot leave a version without its
+    lineage record. MLflow 3 links the version to the logged model and its training run.
+    """
+    import mlflow
+
+    version = mlflow.register_model(
+        model_uri, name, await_registration_for=60,
+        tags={k: _cut(str(v), _TAG_MAX) for k, v in tags.items()},
+    )
+    return str(version.version)
+
+
+def get_alias(name: str, alias: str) -> VersionRef | None:
+    """The version an alias points at, or None if the model or the alias does not exist."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+    return _ref(mv)
+
+
+def get_version(name: str, version: str) -> VersionRef:
+    """One registered model version."""
+    from mlflow import MlflowClient
+
+    return _ref(MlflowClient().get_model_version(name, version))
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    """Point an alias at a version: one registry call, the commit point of a promotion."""
+    from mlflow import MlflowClient
+
+    MlflowClient().set_registered_model_alias(name, alias, version)
+
+
+def set_version_tags(name: str, version: str, tags: Mapping[str, str]) -> None:
+    """Add tags to a registered model version (the gate's verdict, the reason, the numbers)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, _cut(str(value), _TAG_MAX))
+
+
+def load_sklearn_model(uri: str) -> Any:
+    """Load a logged scikit-learn model (with ``predict_proba``) from a run or registry URI."""
+    import mlflow
+
+    return mlflow.sklearn.load_model(uri)
+
+
+def _ref(mv: Any) -> VersionRef:
+    return VersionRef(name=mv.name, version=str(mv.version), run_id=mv.run_id, source=mv.source,
+                      tags=dict(mv.tags or {}))
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _cut(value: str, limit: int) -> str:
+    return value if len(value) <= limit else value[: limit - 3] + "..."

@@ -1,0 +1,361 @@
+"""The training stage: fit the fraud model on Feast features, track it in MLflow, register it.
+
+One call to :func:`train` is one MLflow run and one new registered model version, aliased
+``challenger``; whether it becomes ``champion`` is the gate's decision (glue/promotion.py), not
+training's. The split is by time, not at random: the most recent ``train.validation_days`` labelled
+days are held out, because the model will score *future* transactions and fraud patterns drift;
+the gate later scores challenger and champion on exactly that held-out window.
+
+The run and the model version carry one lineage record (glue/lineage.py): git commit and dirty
+flag, the DVC version of the raw data, the validation result used, the Feast feature service and
+refs, the training and validation windows and the params. DVC gets metrics/train.json and the
+curve data under metrics/plots/.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from glue import lineage
+from glue.errors import GlueError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from glue.features import TrainingFrame
+    from glue.settings import ModelParams, Settings
+
+# DVC outputs, relative to the project directory (the dvc.yaml `train` stage lists these).
+METRICS_FILE = Path("metrics/train.json")
+PLOTS_DIR = Path("metrics/plots")
+ROC_CURVE_FILE = PLOTS_DIR / "roc_curve.csv"
+PR_CURVE_FILE = PLOTS_DIR / "pr_curve.csv"
+
+CHALLENGER = "challenger"
+TIMESTAMP_COLUMN = "event_timestamp"
+
+# Tags on the run and on the model version, next to lineage.data_lineage_tags().
+TRAIN_START = "glue.train_start"
+TRAIN_END = "glue.train_end"
+VALIDATION_START = "glue.validation_start"
+VALIDATION_END = "glue.validation_end"
+VALIDATION_DAYS = "glue.validation_days"
+FEATURE_SERVICE = "glue.feast_feature_service"
+FEATURE_REFS = "glue.feast_feature_refs"
+FEATURE_COLUMNS = "glue.feature_columns"
+TRAIN_PARAMS = "glue.train_params"
+TRAIN_RUN_ID = "glue.train_run_id"
+FEAST_FEATURE_SERVICE = "feast.feature_service"  # the tag Feast's own model resolver reads
+
+_PLOT_POINTS = 500  # curve rows written for DVC plots (enough for a smooth line, small in git)
+_IMPORTANCE_ROWS = 10_000
+_IMPORTANCE_REPEATS = 5
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Time ranges of the split, half-open [start, end), UTC, on whole days."""
+
+    train_start: pd.Timestamp
+    train_end: pd.Timestamp
+    validation_start: pd.Timestamp
+    validation_end: pd.Timestamp
+    validation_days: list[str]
+
+    def tags(self) -> dict[str, str]:
+        return {
+            TRAIN_START: self.train_start.isoformat(),
+            TRAIN_END: self.train_end.isoformat(),
+            VALIDATION_START: self.validation_start.isoformat(),
+            VALIDATION_END: self.validation_end.isoformat(),
+            VALIDATION_DAYS: ",".join(self.validation_days),
+        }
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """One trained, logged and registered model."""
+
+    run_id: str
+    model_uri: str
+    registered_model: str
+    version: str
+    metrics: dict[str, float]
+    windows: Windows
+    seconds: float
+
+    def summary(self) -> str:
+        m = self.metrics
+        return (
+            f"trained {self.registered_model} version {self.version} (alias {CHALLENGER}), "
+            f"run {self.run_id} in {self.seconds:.1f} s\n"
+            f"  train {self.windows.train_start:%Y-%m-%d} .. {self.windows.train_end:%Y-%m-%d} "
+            f"({int(m['train_rows'])} rows, {int(m['train_fraud'])} fraud); validation "
+            f"{self.windows.validation_start:%Y-%m-%d} .. {self.windows.validation_end:%Y-%m-%d} "
+            f"({int(m['validation_rows'])} rows, {int(m['validation_fraud'])} fraud)\n"
+            f"  average_precision {m['average_precision']:.4f}, roc_auc {m['roc_auc']:.4f}, "
+            f"precision {m['precision_at_threshold']:.3f} / recall {m['recall_at_threshold']:.3f} "
+            f"at threshold {m['decision_threshold']:g}"
+        )
+
+
+def train(settings: Settings, frame: TrainingFrame | None = None) -> TrainResult:
+    """Fit, evaluate, log and register a model; the new version gets the ``challenger`` alias.
+
+    Without a frame the features are read from Feast inside the MLflow run, so Feast's MLflow
+    integration tags the run with the feature service, views and refs it served.
+    """
+    from glue import tracking
+
+    start = time.perf_counter()
+    params = settings.params.train
+    store = None
+    if frame is None:
+        from glue import feature_store
+
+        store = feature_store.open_store(settings)
+    data_tags = lineage.data_lineage_tags(settings.project_dir, settings.validated_dir)
+
+    with tracking.training_run(settings, params.experiment_name, tags=data_tags, store=store) as run_id:
+        if frame is None:
+            from glue.features import training_frame
+
+            frame = training_frame(settings, store=store)
+        is_train, windows = split_by_days(frame.df, params.validation_days)
+        columns, label = list(frame.feature_columns), frame.label_column
+        train_df, valid_df = frame.df[is_train], frame.df[~is_train]
+        _check_labels(train_df[label], "training", windows)
+        _check_labels(valid_df[label], "validation", windows)
+
+        fit_start = time.perf_counter()
+        model = build_pipeline(params.model, train_df[columns], params.random_state)
+        model.fit(train_df[columns], train_df[label].to_numpy())
+        fit_seconds = time.perf_counter() - fit_start
+        scores = model.predict_proba(valid_df[columns])[:, 1]
+
+        y_valid = valid_df[label].to_numpy()
+        metrics = classification_metrics(y_valid, scores, params.decision_threshold)
+        metrics.update(
+            train_rows=len(train_df),
+            train_fraud=int(train_df[label].sum()),
+            validation_rows=len(valid_df),
+            validation_fraud=int(y_valid.sum()),
+            fit_seconds=fit_seconds,
+        )
+        run_tags = {
+            **windows.tags(),
+            FEATURE_SERVICE: frame.feature_service,
+            FEAST_FEATURE_SERVICE: frame.feature_service,
+            FEATURE_REFS: ",".join(frame.feature_refs),
+            FEATURE_COLUMNS: ",".join(columns),
+            TRAIN_PARAMS: json.dumps(params.model_dump(), sort_keys=True),
+        }
+        tracking.set_tags(run_tags)
+        tracking.log_params({**params.model_dump(), "feature_service": frame.feature_service,
+                             "n_features": len(columns)})
+        tracking.log_datasets(
+            {"training": train_df[[TIMESTAMP_COLUMN, *columns, label]],
+             "validation": valid_df[[TIMESTAMP_COLUMN, *columns, label]]},
+            name=frame.feature_service, source=settings.feast_repo, target=label,
+        )
+        model_uri, model_id = tracking.log_sklearn_model(model, train_df[columns].head(5))
+        tracking.log_feature_refs(frame.feature_refs)
+        tracking.log_metrics(metrics, model_id=model_id)
+        tracking.evaluate_classifier(model_uri, valid_df[[*columns, label]], label, model_id=model_id)
+
+        importance = feature_importance(model, valid_df[columns], y_valid, params.random_state)
+        tracking.log_dict(importance, "feature_importance.json")
+        tracking.log_figure(_importance_figure(importance), "feature_importance.png")
+
+        _write_dvc_outputs(settings.project_dir, metrics, y_valid, scores)
+        version = tracking.register_model(
+            model_uri, params.registered_model_name,
+            tags={**data_tags, **run_tags, TRAIN_RUN_ID: run_id},
+        )
+        tracking.set_alias(params.registered_model_name, CHALLENGER, version)
+
+    return TrainResult(
+        run_id=run_id,
+        model_uri=model_uri,
+        registered_model=params.registered_model_name,
+        version=version,
+        metrics=metrics,
+        windows=windows,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def split_by_days(df: pd.DataFrame, validation_days: int) -> tuple[np.ndarray, Windows]:
+    """Mask of training rows (True) vs the last `validation_days` labelled days (False).
+
+    Whole UTC days, so the held-out window is the same set of rows whichever way the frame was
+    built, and the gate can rebuild it from the two timestamps on the run.
+    """
+    import pandas as pd
+
+    days = df[TIMESTAMP_COLUMN].dt.tz_convert("UTC").dt.floor("D")
+    distinct = days.drop_duplicates().sort_values().reset_index(drop=True)
+    if len(distinct) <= validation_days:
+        raise GlueError(
+            f"the training frame has {len(distinct)} labelled day(s); params.yaml "
+            f"train.validation_days={validation_days} needs at least {validation_days + 1}"
+        )
+    validation_start = distinct.iloc[-validation_days]
+    one_day = pd.Timedelta(days=1)
+    windows = Windows(
+        train_start=distinct.iloc[0],
+        train_end=validation_start,
+        validation_start=validation_start,
+        validation_end=distinct.iloc[-1] + one_day,
+        validation_days=[f"{d:%Y-%m-%d}" for d in distinct.iloc[-validation_days:]],
+    )
+    return (days < validation_start).to_numpy(), windows
+
+
+def window_mask(df: pd.DataFrame, start: str, end: str) -> np.ndarray:
+    """Rows of `df` whose event time is in [start, end) (ISO timestamps, as tagged on the run)."""
+    import pandas as pd
+
+    ts = df[TIMESTAMP_COLUMN]
+    return ((ts >= pd.Timestamp(start)) & (ts < pd.Timestamp(end))).to_numpy()
+
+
+def build_pipeline(model: ModelParams, X: pd.DataFrame, random_state: int) -> Any:
+    """Preprocessing and estimator in one scikit-learn Pipeline, so serving needs nothing else.
+
+    Numbers are median-imputed (and scaled for the linear model); strings, categories and booleans
+    are one-hot encoded, ignoring categories unseen in training (a new merchant category must not
+    crash scoring).
+    """
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numeric = [c for c in X.columns if is_numeric_dtype(X[c]) and not is_bool_dtype(X[c])]
+    categorical = [c for c in X.columns if c not in numeric]
+    linear = model.type == "logistic_regression"
+    numeric_steps = [SimpleImputer(strategy="median")] + ([StandardScaler()] if linear else [])
+    preprocess = ColumnTransformer(
+        [
+            ("numeric", make_pipeline(*numeric_steps), numeric),
+            ("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), categorical),
+        ],
+        verbose_feature_names_out=False,
+    )
+    estimators = {
+        "hist_gradient_boosting": HistGradientBoostingClassifier,
+        "random_forest": RandomForestClassifier,
+        "logistic_regression": LogisticRegression,
+    }
+    kwargs = {"random_state": random_state, **model.params}
+    if linear:
+        kwargs.setdefault("max_iter", 1000)
+    try:
+        estimator = estimators[model.type](**kwargs)
+    except TypeError as exc:
+        raise GlueError(f"params.yaml train.model.params: not valid for {model.type}: {exc}") from None
+    return Pipeline([("preprocess", preprocess), ("model", estimator)])
+
+
+def classification_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """Ranking, thresholded and probabilistic quality of fraud scores against 0/1 labels."""
+    import numpy as np
+    from sklearn import metrics as m
+
+    flagged = scores >= threshold
+    return {
+        "roc_auc": float(m.roc_auc_score(y, scores)),
+        "average_precision": float(m.average_precision_score(y, scores)),
+        "precision_at_threshold": float(m.precision_score(y, flagged, zero_division=0)),
+        "recall_at_threshold": float(m.recall_score(y, flagged, zero_division=0)),
+        "f1_at_threshold": float(m.f1_score(y, flagged, zero_division=0)),
+        "log_loss": float(m.log_loss(y, np.clip(scores, 1e-15, 1 - 1e-15), labels=[0, 1])),
+        "brier_score": float(m.brier_score_loss(y, scores)),
+        "flagged_rate": float(flagged.mean()),
+        "decision_threshold": float(threshold),
+    }
+
+
+def feature_importance(model: Any, X: pd.DataFrame, y: np.ndarray, random_state: int
+                       ) -> dict[str, dict[str, float]]:
+    """Permutation importance per input column (drop in average precision), most important first.
+
+    Permutation rather than model-native importance: it works for every model type and speaks in
+    the input columns a person knows, not in one-hot encoded pieces.
+    """
+    import numpy as np
+    from sklearn.inspection import permutation_importance
+
+    if len(X) > _IMPORTANCE_ROWS:
+        rows = np.random.default_rng(random_state).choice(len(X), _IMPORTANCE_ROWS, replace=False)
+        X, y = X.iloc[rows], y[rows]
+    result = permutation_importance(model, X, y, scoring="average_precision",
+                                    n_repeats=_IMPORTANCE_REPEATS, random_state=random_state)
+    order = np.argsort(-result.importances_mean)
+    return {
+        str(X.columns[i]): {"mean": float(result.importances_mean[i]),
+                            "std": float(result.importances_std[i])}
+        for i in order
+    }
+
+
+def _check_labels(y: pd.Series, part: str, windows: Windows) -> None:
+    if y.nunique() < 2:
+        raise GlueError(
+            f"the {part} part of the training frame (validation window "
+            f"{windows.validation_start:%Y-%m-%d} .. {windows.validation_end:%Y-%m-%d}) has only "
+            f"label value(s) {sorted(y.unique().tolist())}; both 0 and 1 are needed "
+            "(more labelled days, or a different train.validation_days in params.yaml)"
+        )
+
+
+def _importance_figure(importance: dict[str, dict[str, float]]) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    names = list(importance)[::-1]
+    fig = Figure(figsize=(7, 0.35 * len(names) + 1.2))
+    ax = fig.subplots()
+    ax.barh(names, [importance[n]["mean"] for n in names], xerr=[importance[n]["std"] for n in names])
+    ax.set_xlabel("drop in average precision when the column is shuffled")
+    ax.set_title("Permutation feature importance (validation window)")
+    fig.tight_layout()
+    return fig
+
+
+def _write_dvc_outputs(project_dir: Path, metrics: dict[str, float], y: np.ndarray,
+                       scores: np.ndarray) -> None:
+    """metrics/train.json and the ROC / PR curve tables that `dvc metrics` and `dvc plots` read."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    fpr, tpr, _ = roc_curve(y, scores)
+    precision, recall, _ = precision_recall_curve(y, scores)
+    curves = {
+        ROC_CURVE_FILE: pd.DataFrame({"fpr": fpr, "tpr": tpr}),
+        PR_CURVE_FILE: pd.DataFrame({"recall": recall, "precision": precision}),
+    }
+    for rel, table in curves.items():
+        if len(table) > _PLOT_POINTS:
+            table = table.iloc[np.unique(np.linspace(0, len(table) - 1, _PLOT_POINTS).astype(int))]
+        _atomic_write(project_dir / rel, table.round(6).to_csv(index=False))
+    _atomic_write(project_dir / METRICS_FILE, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,0 +1,53 @@
+"""MLflow run-context provider: every run started in a glue project carries its lineage basics.
+
+MLflow asks each registered provider for tags whenever a run starts (``mlflow.start_run``), so a
+notebook experiment, a Feast-started run and ``glue train`` all get the same ``glue.*`` tags:
+the settings profile, the project directory, the DVC version of the raw data and whether the git
+tree was dirty (MLflow's own git provider already adds the commit). Registered by the entry point
+``[project.entry-points."mlflow.run_context_provider"] glue_lineage =
+"mlflow_plugins.lineage:GlueLineageRunContext"``.
+
+Modelled on ``mlflow/tracking/context/git_context.py``: a tiny class, facts computed once and
+cached, and it never raises (a plugin error would otherwise break every ``mlflow.start_run``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mlflow.tracking.context.abstract_context import RunContextProvider
+
+_logger = logging.getLogger(__name__)
+
+
+def _resolve_lineage_tags() -> dict[str, str]:
+    """The glue context tags of the project around the current directory, or {} outside one."""
+    try:
+        from glue import lineage
+        from glue.settings import get_settings
+
+        settings = get_settings()
+        return lineage.context_tags(settings.project_dir, settings.profile)
+    except Exception as exc:  # not a glue project, or broken settings: not this plugin's business
+        _logger.debug("glue lineage context unavailable: %s", exc)
+        return {}
+
+
+class GlueLineageRunContext(RunContextProvider):
+    """Adds ``glue.profile``, ``glue.project_dir``, ``glue.dvc_data_version``, ``glue.git_dirty``."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    @property
+    def _tags(self) -> dict[str, str]:
+        if "tags" not in self._cache:
+            self._cache["tags"] = _resolve_lineage_tags()
+        return self._cache["tags"]
+
+    def in_context(self) -> bool:
+        return bool(self._tags)
+
+    def tags(self) -> dict[str, str]:
+        return dict(self._tags)
