@@ -7,9 +7,11 @@ library functions, never here, so `glue --help` starts in a fraction of a second
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import click
@@ -33,6 +35,7 @@ class _State:
 def cli(profile: str | None, debug: bool) -> None:
     """mlops-glue: DVC, Great Expectations, Feast, MLflow, Evidently and Airflow as one loop."""
     _State.debug = debug
+    _quiet_tools(debug)
     if profile:
         os.environ["GLUE_PROFILE"] = profile
 
@@ -126,6 +129,22 @@ def run_cmd(force: bool, no_push: bool) -> None:
 
     result = pipeline.run_loop(get_settings(), force=force, push=not no_push)
     click.echo(result.summary())
+
+
+def _quiet_tools(debug: bool) -> None:
+    """Keep the tools' deprecation chatter and INFO logs off the terminal unless --debug.
+
+    The stage summaries are what a user reads; MLflow, Feast and SQLAlchemy log at INFO and warn
+    about their own internals on every run.
+    """
+    if debug:
+        logging.basicConfig(level=logging.INFO)
+        return
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for name in ("mlflow", "feast", "great_expectations", "evidently", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
 def main(argv: list[str] | None = None) -> None:
