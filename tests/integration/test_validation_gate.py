@@ -1,0 +1,120 @@
+"""The Great Expectations gate on real GE: good batches pass, every kind of broken batch is rejected
+with a message naming the file, the column and the expectation, and nothing bad goes downstream."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from glue.demo_data import generate
+from glue.errors import ValidationFailed
+from glue.settings import DemoParams, load_settings
+from glue.validation import validate_batches, validate_file
+from tests.integration.broken_batches import DAY, build_corpus
+
+SMALL = DemoParams(
+    seed=3, start_date="2026-01-01", days=6, transactions_per_day=300, customers=200, merchants=40
+)
+
+
+@pytest.fixture(scope="module")
+def raw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("raw")
+    generate(SMALL, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(raw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, Path, list[str]]]:
+    good = pd.read_parquet(raw_dir / "transactions" / f"{DAY}.parquet")
+    return build_corpus(good, tmp_path_factory.mktemp("broken"))
+
+
+def test_corpus_covers_at_least_twelve_kinds(corpus: list) -> None:
+    assert len({kind for kind, _, _ in corpus}) >= 12
+
+
+def test_good_batch_is_accepted(raw_dir: Path, tmp_project: Path) -> None:
+    rules = load_settings().params.validation
+    verdict = validate_file(raw_dir / "transactions" / f"{DAY}.parquet", rules)
+    assert verdict.success, verdict.summary()
+    assert verdict.rows > 0 and verdict.result["success"] is True
+
+
+@pytest.mark.parametrize("index", range(14))
+def test_each_broken_batch_is_rejected_with_a_clear_message(
+    corpus: list, index: int, tmp_project: Path
+) -> None:
+    kind, path, words = corpus[index]
+    verdict = validate_file(path, load_settings().params.validation)
+    assert not verdict.success, f"{kind} was accepted"
+    message = verdict.summary()
+    assert str(path) in message
+    for word in words:
+        assert word in message, f"{kind}: {word!r} not in\n{message}"
+
+
+def test_stage_quarantines_bad_batches_and_accepts_good_ones(raw_dir: Path, tmp_project: Path) -> None:
+    settings = load_settings()
+    shutil.copytree(raw_dir, settings.raw_dir)
+    bad = settings.raw_transactions_dir / f"{DAY}.parquet"
+    df = pd.read_parquet(bad)
+    df.loc[0, "amount"] = -1.0
+    df.to_parquet(bad, index=False)
+    # an earlier, accepted copy of the same day must not survive the rejection
+    (settings.validated_dir / "transactions").mkdir(parents=True)
+    shutil.copy2(raw_dir / "transactions" / f"{DAY}.parquet", settings.validated_dir / "transactions")
+
+    with pytest.raises(ValidationFailed) as err:
+        validate_batches(settings)
+
+    message = str(err.value)
+    assert (
+        str(bad) in message
+        and "column 'amount'" in message
+        and "expect_column_values_to_be_between" in message
+    )
+    accepted = sorted(p.name for p in (settings.validated_dir / "transactions").iterdir())
+    assert f"{DAY}.parquet" not in accepted
+    assert len(accepted) == SMALL.days - 1
+    assert len(list((settings.validated_dir / "results").glob("*.json"))) == SMALL.days - 1
+    kept = settings.quarantine_dir / DAY
+    assert (kept / f"{DAY}.parquet").is_file()
+    assert bad.is_file(), "the DVC-tracked raw file must be left in place"
+    result = json.loads((kept / "result.json").read_text())
+    assert result["success"] is False and result["failures"][0]["column"] == "amount"
+    index_html = (kept / "data_docs" / "index.html").read_text()
+    assert "raw_transactions" in index_html
+    metrics = json.loads((tmp_project / "metrics" / "validation.json").read_text())
+    assert metrics == {
+        "batches_total": 6,
+        "batches_accepted": 5,
+        "batches_rejected": 1,
+        "rows_accepted": metrics["rows_accepted"],
+    }
+    assert metrics["rows_accepted"] > 0
+
+
+def test_cli_validate_exit_codes(raw_dir: Path, corpus: list, tmp_project: Path) -> None:
+    env = {**os.environ, "GLUE_PROJECT_DIR": str(tmp_project)}
+    good = subprocess.run(
+        [sys.executable, "-m", "glue.cli", "validate", str(raw_dir / "transactions" / f"{DAY}.parquet")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert good.returncode == 0, good.stderr
+    assert "OK" in good.stdout
+    _, bad_path, _ = next(c for c in corpus if c[0] == "negative_amounts")
+    bad = subprocess.run(
+        [sys.executable, "-m", "glue.cli", "validate", str(bad_path)], capture_output=True, text=True, env=env
+    )
+    assert bad.returncode == 3
+    assert "column 'amount'" in bad.stdout and "Traceback" not in bad.stderr
