@@ -1,0 +1,71 @@
+"""
+### glue_training: train a challenger and gate it against the champion
+
+Runs weekly, and whenever `glue_monitoring` requests a retrain (asset `glue://retrain-request`).
+
+1. **validate** - the Great Expectations gate over the raw batches;
+2. **features** - snapshot aggregates, `feast apply`, materialize online;
+3. **train** - fit on the Feast point-in-time training set, log to MLflow, register the new
+   version with alias `challenger`;
+4. **promote** - score challenger and champion on the same fresh window; move alias `champion`
+   only if the challenger is better (see the MLflow model version's `glue.gate.*` tags).
+
+Each task calls one glue function, the same the `glue` CLI and `dvc repro` run.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+from assets import DEFAULT_ARGS, FEATURES, RETRAIN_REQUEST, START_DATE, TAGS
+
+
+@dag(
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"),  # Mondays 03:00 UTC
+        assets=RETRAIN_REQUEST,
+    ),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=TAGS,
+    doc_md=__doc__,
+)
+def glue_training():
+    @task
+    def validate() -> str:
+        """Great Expectations gate: validated/ gets the good batches, quarantine/ the rest."""
+        from glue import validation
+        from glue.orchestration import run_stage
+
+        return run_stage(validation.validate_batches)
+
+    @task(outlets=[FEATURES])
+    def features() -> str:
+        """Snapshot aggregates, `feast apply`, materialize to the online store."""
+        from glue import features
+        from glue.orchestration import run_stage
+
+        return run_stage(features.build_features)
+
+    @task
+    def train() -> str:
+        """Fit, log to MLflow, register the new version as `challenger`."""
+        from glue import training
+        from glue.orchestration import run_stage
+
+        return run_stage(training.train)
+
+    @task
+    def promote() -> dict:
+        """Challenger vs champion on the same window; move `champion` if the challenger wins."""
+        from glue import promotion
+        from glue.orchestration import run_stage
+
+        return run_stage(promotion.evaluate_and_promote,
+                         keep=("promoted", "challenger_version", "champion_after"))
+
+    validate() >> features() >> train() >> promote()
+
+
+glue_training()

@@ -1,0 +1,332 @@
+"""The Airflow adapter: the one glue module that configures and runs Airflow.
+
+Why a module of its own: Airflow is configured entirely through ``AIRFLOW__*`` environment
+variables, and the same DAGs must run on the embedded ``local`` profile (SQLite metadata DB,
+LocalExecutor, state under ``.glue/airflow``) and on ``prod`` (PostgreSQL, CeleryExecutor with a
+Redis broker). :func:`airflow_env` decides that once; every Airflow process glue starts (``airflow db
+migrate``, ``airflow dags test``, ``airflow standalone``) gets that environment, so a user who runs
+the ``airflow`` CLI themselves with ``glue airflow env`` sees exactly what glue sees.
+
+DAG tasks call :func:`run_stage`, which turns a user mistake (:class:`GlueError`) into a task
+failure that Airflow does not retry: bad data will still be bad in five minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from glue.errors import GlueError
+
+if TYPE_CHECKING:
+    from glue.settings import Settings
+
+DAG_IDS = ("glue_features", "glue_monitoring", "glue_training")
+
+# prod defaults name the development services (DESIGN.md); override through the environment.
+PROD_DB_ENV = "GLUE_AIRFLOW_DB_URI"
+PROD_BROKER_ENV = "GLUE_AIRFLOW_BROKER_URL"
+PROD_RESULT_BACKEND_ENV = "GLUE_AIRFLOW_RESULT_BACKEND"
+PROD_DB_DEFAULT = "postgresql+psycopg2://postgres@127.0.0.1:5432/airflow"
+PROD_BROKER_DEFAULT = "redis://127.0.0.1:6379/1"
+
+ENV_PREFIX = "GLUE_"
+_SETTINGS_PASSED_ON = (
+    "data_dir", "raw_dir", "validated_dir", "quarantine_dir", "state_dir", "features_dir",
+    "mlflow_tracking_uri", "mlflow_registry_uri", "mlflow_artifacts_dir", "feast_repo", "feast_yaml",
+    "airflow_home", "dvc_remote", "monitoring_dir",
+)
+
+# Written after a successful `airflow db migrate`; holds what it was migrated for.
+_MIGRATED_STAMP = "glue-db-migrated.json"
+_PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
+
+
+@dataclass(frozen=True)
+class DagTestResult:
+    """One `airflow dags test` run: its id, each task's final state and the captured log."""
+
+    dag_id: str
+    logical_date: str
+    run_id: str
+    task_states: dict[str, str]
+    seconds: float
+    log: str
+
+    def summary(self) -> str:
+        states = ", ".join(f"{task} {state}" for task, state in self.task_states.items())
+        return f"{self.dag_id} {self.logical_date}: ok in {self.seconds:.1f} s ({states})"
+
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    """The ``AIRFLOW__*`` (and ``GLUE_*``) variables every Airflow process of this project gets."""
+    home = Path(settings.airflow_home)
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(settings.project_dir / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
+        # Our DAGs are code, not configuration: no need to hide them from the UI until unpaused.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / _PASSWORDS_FILE),
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        "GLUE_PROJECT_DIR": str(settings.project_dir),
+        "GLUE_PROFILE": settings.profile,
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "GX_ANALYTICS_ENABLED": "false",
+        "TQDM_DISABLE": "1",  # task logs are files; progress bars only clutter them
+    }
+    if settings.profile == "local":
+        # Airflow 3 runs LocalExecutor on SQLite (SequentialExecutor is gone); two cores, so
+        # keep parallelism low and let SQLite serialise the writes.
+        env |= {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "2",
+            "AIRFLOW__API__HOST": "127.0.0.1",  # a laptop UI, not a service
+        }
+    else:
+        db = os.environ.get(PROD_DB_ENV, PROD_DB_DEFAULT)
+        env |= {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db,
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CELERY__BROKER_URL": os.environ.get(PROD_BROKER_ENV, PROD_BROKER_DEFAULT),
+            "AIRFLOW__CELERY__RESULT_BACKEND": os.environ.get(
+                PROD_RESULT_BACKEND_ENV, "db+" + db.replace("+psycopg2", "")
+            ),
+        }
+    # Tasks rebuild their settings from the environment: hand them the caller's paths and URIs
+    # (including overrides made in code, e.g. by glue/simulation.py), then any other GLUE_* knob.
+    for name in _SETTINGS_PASSED_ON:
+        env[ENV_PREFIX + name.upper()] = str(getattr(settings, name))
+    for name, value in os.environ.items():
+        if name.startswith(ENV_PREFIX) and name not in env:
+            env[name] = value
+    return env
+
+
+def init_airflow(settings: Settings, *, force: bool = False) -> Path:
+    """Create or upgrade the Airflow metadata DB (`airflow db migrate`); a no-op when up to date.
+
+    The stamp file records the Airflow version and DB URI it was migrated for, so a second call
+    costs no Airflow import; a new Airflow version or another DB migrates again.
+    """
+    env = airflow_env(settings)
+    home = Path(env["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    stamp = home / _MIGRATED_STAMP
+    wanted = {"airflow": _airflow_version(), "db": env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]}
+    if not force and stamp.is_file():
+        try:
+            if json.loads(stamp.read_text()) == wanted:
+                return home
+        except ValueError:
+            pass
+    proc = _airflow(["db", "migrate"], env)
+    if proc.returncode != 0:
+        raise GlueError(
+            f"`airflow db migrate` failed for {env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN']} "
+            f"(AIRFLOW_HOME={home}):\n{_tail(proc.stdout + proc.stderr)}"
+        )
+    stamp.write_text(json.dumps(wanted))
+    return home
+
+
+def test_dag(
+    settings: Settings,
+    dag_id: str,
+    logical_date: date | datetime | str | None = None,
+    conf: dict[str, Any] | None = None,
+) -> DagTestResult:
+    """Run one DAG run in-process with `airflow dags test`; raise GlueError naming the failed task.
+
+    `dags test` runs the tasks without a scheduler, so an asset event a task emits is recorded
+    but triggers no DAG run: the caller starts the consumer itself (see glue/simulation.py).
+    """
+    import time
+
+    init_airflow(settings)
+    env = airflow_env(settings)
+    stamp = _iso(logical_date) if logical_date is not None else None
+    args = ["dags", "test", dag_id]
+    if stamp:
+        args.append(stamp)
+    if conf:
+        args += ["--conf", json.dumps(conf)]
+    t0 = time.perf_counter()
+    proc = _airflow(args, env)
+    seconds = time.perf_counter() - t0
+    log = proc.stdout + proc.stderr
+    run = _last_run(env, dag_id)
+    if run and stamp and not run["logical_date"].startswith(stamp[:10]):
+        run = None  # an older run: this one never started
+    states = run["states"] if run else {}
+    if proc.returncode != 0 or not run or run["state"] != "success":
+        failed = [t for t, s in states.items() if s in ("failed", "upstream_failed")]
+        first = [t for t, s in states.items() if s == "failed"]
+        where = f"task {first[0]!r} failed" if first else "the run failed"
+        detail = f" (states: {', '.join(f'{t}={s}' for t, s in states.items())})" if failed else ""
+        raise GlueError(
+            f"DAG {dag_id!r} run {stamp or 'now'}: {where}{detail}; logs under "
+            f"{env['AIRFLOW__LOGGING__BASE_LOG_FOLDER']}\n{_tail(_errors(log) or log)}"
+        )
+    return DagTestResult(dag_id=dag_id, logical_date=run["logical_date"], run_id=run["run_id"],
+                         task_states=states, seconds=seconds, log=log)
+
+
+def xcom_return(settings: Settings, dag_id: str, run_id: str, task_id: str) -> Any:
+    """The return value a task of a finished run pushed to XCom (None if it pushed none)."""
+    env = airflow_env(settings)
+    script = (
+        "import json, sys\n"
+        "from airflow.models.xcom import XComModel\n"
+        "from airflow.utils.session import create_session\n"
+        "with create_session() as s:\n"
+        "    row = s.query(XComModel).filter_by(dag_id=sys.argv[1], run_id=sys.argv[2],\n"
+        "        task_id=sys.argv[3], key='return_value').one_or_none()\n"
+        "    print(json.dumps(None if row is None else XComModel.deserialize_value(row)))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, dag_id, run_id, task_id],
+                          env={**os.environ, **env}, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise GlueError(f"reading XCom {dag_id}/{run_id}/{task_id} failed:\n{_tail(proc.stderr)}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def standalone(settings: Settings) -> subprocess.Popen:
+    """Start `airflow standalone` (API server + UI, scheduler, DAG processor, triggerer).
+
+    In a session of its own, so :func:`stop_standalone` can stop every process it forked.
+    """
+    init_airflow(settings)
+    env = airflow_env(settings)
+    return subprocess.Popen([_airflow_bin(), "standalone"], env={**os.environ, **env},
+                            start_new_session=True)
+
+
+def stop_standalone(proc: subprocess.Popen, grace: float = 30.0) -> int:
+    """Stop `airflow standalone` and its children: Ctrl-C first (its clean shutdown), then kill."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=grace)
+            # standalone has exited; its children may linger a moment: finish the group off.
+            os.killpg(proc.pid, signal.SIGTERM)
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            pass
+        break
+    return proc.wait()
+
+
+def password_file(settings: Settings) -> Path:
+    """Where the simple auth manager writes the generated ``admin`` password."""
+    return Path(airflow_env(settings)["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+
+
+def run_stage(stage: Callable[[Settings], Any], keep: tuple[str, ...] = ()) -> Any:
+    """Run one glue stage inside an Airflow task; return its summary (small, for XCom).
+
+    With ``keep``, return a dict of the summary and those fields of the result instead. A
+    GlueError (bad data, bad settings) fails the task without retries: retrying cannot fix it.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from glue.settings import get_settings
+
+    try:
+        result = stage(get_settings())
+    except GlueError as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+    if keep:
+        return {"summary": result.summary(), **{name: getattr(result, name) for name in keep}}
+    return result.summary()
+
+
+def run_check(ds: str | None) -> dict[str, Any]:
+    """The monitoring check for the run's day (``ds``, YYYY-MM-DD), as a small dict for XCom."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from glue import monitor
+    from glue.settings import get_settings
+
+    day = date.fromisoformat(ds) if ds else date.today()
+    try:
+        result = monitor.check(get_settings(), day)
+    except GlueError as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+    return {"day": day.isoformat(), "retrain": bool(result.decision.retrain),
+            "summary": result.summary()}
+
+
+def _airflow(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([_airflow_bin(), *args], env={**os.environ, **env},
+                          capture_output=True, text=True)
+
+
+def _airflow_bin() -> str:
+    """The `airflow` script of this interpreter's environment (not whatever is on PATH)."""
+    candidate = Path(sys.executable).with_name("airflow")
+    return str(candidate) if candidate.exists() else "airflow"
+
+
+def _airflow_version() -> str:
+    from importlib.metadata import version
+
+    return version("apache-airflow-core")
+
+
+def _last_run(env: dict[str, str], dag_id: str) -> dict[str, Any] | None:
+    """The most recent run of a DAG with each task's state, read from the metadata DB."""
+    script = (
+        "import json, sys\n"
+        "from airflow.models import DagRun, TaskInstance\n"
+        "from airflow.utils.session import create_session\n"
+        "with create_session() as s:\n"
+        "    dr = s.query(DagRun).filter_by(dag_id=sys.argv[1]).order_by(DagRun.id.desc()).first()\n"
+        "    if dr is None:\n"
+        "        print('null'); sys.exit(0)\n"
+        "    tis = s.query(TaskInstance).filter_by(dag_id=dr.dag_id, run_id=dr.run_id).all()\n"
+        "    tis.sort(key=lambda t: (t.start_date is None, str(t.start_date), t.task_id))\n"
+        "    print(json.dumps({'run_id': dr.run_id, 'state': str(dr.state),\n"
+        "        'logical_date': dr.logical_date.isoformat() if dr.logical_date else '',\n"
+        "        'states': {t.task_id: str(t.state) for t in tis}}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, dag_id], env={**os.environ, **env},
+                          capture_output=True, text=True)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _iso(value: date | datetime | str) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def _errors(log: str) -> str:
+    """The lines of a task log that say what went wrong."""
+    keep = [line for line in log.splitlines()
+            if any(word in line for word in ("Error", "error", "Exception", "FAILED", "failed"))]
+    return "\n".join(keep[-25:])
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])

@@ -1,0 +1,229 @@
+"""The Airflow DAGs: they load, are wired as documented, parse light, and run for real.
+
+Airflow reads its configuration when first imported, so everything that imports Airflow runs in a
+subprocess with the environment glue.orchestration builds: the test process never gets an
+~/airflow of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from glue import demo_data, orchestration
+from glue.errors import GlueError
+from glue.settings import DemoParams, load_settings
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+DAGS_DIR = PROJECT_DIR / "dags"
+DAG_FILES = sorted(p.name for p in DAGS_DIR.glob("glue_*.py"))
+HEAVY = ("feast", "mlflow", "great_expectations", "evidently", "sklearn", "pandas", "pyarrow",
+         "numpy", "glue")
+
+_DESCRIBE = """
+import json, sys
+from pathlib import Path
+from airflow.dag_processing.dagbag import BundleDagBag
+def assets(cond):
+    if cond is None:
+        return []
+    if hasattr(cond, "uri"):
+        return [cond.uri]
+    return sorted(u for c in cond.objects for u in assets(c))
+folder = Path(sys.argv[1])
+bag = BundleDagBag(folder, bundle_path=folder, bundle_name="dags-folder")
+print(json.dumps({
+    "errors": {k: str(v) for k, v in bag.import_errors.items()},
+    "dags": {d.dag_id: {
+        "tasks": {t.task_id: sorted(t.upstream_task_ids) for t in d.tasks},
+        "outlets": {t.task_id: sorted(a.uri for a in t.outlets) for t in d.tasks},
+        "retries": {t.task_id: t.retries for t in d.tasks},
+        "timetable": type(d.timetable).__name__,
+        "cron": getattr(getattr(d.timetable, "timetable", d.timetable), "expression", None),
+        "assets": assets(getattr(d.timetable, "asset_condition", None)),
+        "catchup": d.catchup, "tags": sorted(d.tags), "doc_md": bool(d.doc_md),
+    } for d in bag.dags.values()},
+}))
+"""
+
+_IMPORTS = """
+import sys
+from pathlib import Path
+import airflow.sdk  # noqa: F401  (Airflow itself may import what it likes)
+from airflow.dag_processing.dagbag import BundleDagBag
+before = set(sys.modules)
+folder = Path(sys.argv[1])
+bag = BundleDagBag(str(folder / sys.argv[2]), bundle_path=folder, bundle_name="dags-folder")
+assert bag.dags and not bag.import_errors, bag.import_errors
+heavy = tuple(sys.argv[3].split(","))
+print("heavy=" + ",".join(sorted(m for m in set(sys.modules) - before if m.split(".")[0] in heavy)))
+"""
+
+
+def _airflow_python(script: str, *args: str, home: Path) -> str:
+    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR)}
+    proc = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def dagbag(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    home = tmp_path_factory.mktemp("airflow_home")
+    return json.loads(_airflow_python(_DESCRIBE, str(DAGS_DIR), home=home))
+
+
+def test_all_dags_load_without_import_errors(dagbag: dict) -> None:
+    assert dagbag["errors"] == {}
+    assert set(dagbag["dags"]) == set(orchestration.DAG_IDS)
+
+
+def test_features_dag_validates_then_builds_features_daily(dagbag: dict) -> None:
+    dag = dagbag["dags"]["glue_features"]
+    assert dag["tasks"] == {"validate": [], "features": ["validate"]}
+    assert dag["outlets"]["features"] == ["glue://features/"]
+    assert dag["timetable"] == "CronTriggerTimetable" and dag["cron"] == "0 0 * * *"  # @daily
+
+
+def test_training_dag_runs_weekly_or_on_retrain_request(dagbag: dict) -> None:
+    dag = dagbag["dags"]["glue_training"]
+    assert dag["tasks"] == {"validate": [], "features": ["validate"], "train": ["features"],
+                            "promote": ["train"]}
+    assert dag["timetable"] == "AssetOrTimeSchedule"
+    assert dag["cron"] == "0 3 * * 1"  # Mondays
+    assert dag["assets"] == ["glue://retrain-request/"]
+
+
+def test_monitoring_dag_requests_retrain_only_through_the_gate(dagbag: dict) -> None:
+    dag = dagbag["dags"]["glue_monitoring"]
+    assert dag["tasks"] == {
+        "validate": [], "features": ["validate"], "check": ["features"],
+        "retrain_needed": ["check"], "request_retrain": ["check", "retrain_needed"],
+    }
+    # Only the task behind the short-circuit emits the asset glue_training is scheduled on.
+    assert {t for t, uris in dag["outlets"].items() if "glue://retrain-request/" in uris} == {
+        "request_retrain"}
+    assert dag["cron"] == "0 0 * * *"
+
+
+def test_every_dag_is_tagged_documented_retried_and_never_backfills(dagbag: dict) -> None:
+    for dag_id, dag in dagbag["dags"].items():
+        assert dag["tags"] == ["mlops-glue"], dag_id
+        assert dag["doc_md"], dag_id
+        assert dag["catchup"] is False, dag_id
+        assert all(1 <= r <= 2 for r in dag["retries"].values()), dag_id
+
+
+@pytest.mark.parametrize("name", DAG_FILES)
+def test_dag_file_imports_nothing_heavy_at_parse_time(name: str, tmp_path: Path) -> None:
+    loaded = _airflow_python(_IMPORTS, str(DAGS_DIR), name, ",".join(HEAVY), home=tmp_path)
+    assert loaded == "heavy=", f"{name} imports {loaded} at parse time"
+
+
+def test_airflow_env_switches_metadata_db_and_executor_by_profile(
+    tmp_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local = orchestration.airflow_env(load_settings("local"))
+    assert local["AIRFLOW_HOME"] == str(tmp_project / ".glue" / "airflow")
+    assert local["AIRFLOW__CORE__DAGS_FOLDER"] == str(tmp_project / "dags")
+    assert local["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == (
+        f"sqlite:///{tmp_project / '.glue' / 'airflow' / 'airflow.db'}")
+    assert local["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert local["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert local["GLUE_PROJECT_DIR"] == str(tmp_project) and local["GLUE_PROFILE"] == "local"
+    assert local["MLFLOW_TRACKING_URI"].startswith("sqlite:///")
+
+    monkeypatch.setenv("GLUE_MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    prod = orchestration.airflow_env(load_settings("prod"))
+    assert prod["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == orchestration.PROD_DB_DEFAULT
+    assert prod["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert prod["AIRFLOW__CELERY__BROKER_URL"] == "redis://127.0.0.1:6379/1"
+    assert prod["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
+    assert prod["GLUE_PROFILE"] == "prod"
+
+
+@pytest.mark.slow
+def test_features_dag_runs_end_to_end_and_fails_loudly_on_a_bad_batch(tmp_project: Path) -> None:
+    shutil.copytree(DAGS_DIR, tmp_project / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    settings = load_settings("local")
+    demo_data.generate(DemoParams(days=10, transactions_per_day=300, customers=300, merchants=40),
+                       settings.raw_dir)
+
+    orchestration.init_airflow(settings)
+    stamp = settings.airflow_home / "glue-db-migrated.json"
+    assert stamp.is_file()
+    migrated_at = stamp.stat().st_mtime_ns
+    result = orchestration.test_dag(settings, "glue_features", "2026-01-10")
+    assert stamp.stat().st_mtime_ns == migrated_at  # second init was a no-op
+
+    assert result.task_states == {"validate": "success", "features": "success"}
+    assert result.logical_date.startswith("2026-01-10")
+    validated = sorted(p.name for p in (settings.validated_dir / "transactions").glob("*.parquet"))
+    assert validated == [f"2026-01-{d:02d}.parquet" for d in range(1, 11)]
+    snapshots = pd.read_parquet(settings.features_dir / "customer_daily.parquet")
+    assert len(snapshots) > 0
+    summary = orchestration.xcom_return(settings, "glue_features", result.run_id, "features")
+    assert summary.startswith("features: ")
+
+    # A broken batch: the gate task fails (no retry), the error names the DAG and the task, and
+    # the batch is kept in quarantine.
+    bad = pd.read_parquet(settings.raw_transactions_dir / "2026-01-10.parquet")
+    bad.loc[0, "amount"] = -5.0
+    bad.to_parquet(settings.raw_transactions_dir / "2026-01-11.parquet", index=False)
+    with pytest.raises(GlueError) as failed:
+        orchestration.test_dag(settings, "glue_features", "2026-01-11")
+    message = str(failed.value)
+    assert "'glue_features'" in message and "task 'validate' failed" in message
+    assert (settings.quarantine_dir / "2026-01-11").is_dir()
+
+
+def test_simulation_releases_one_day_at_a_time_and_trains_only_when_asked(
+    tmp_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The day loop of `glue simulate`, with the two Airflow calls replaced by recorders."""
+    from glue import simulation
+
+    (tmp_project / "params.yaml").write_text(
+        (tmp_project / "params.yaml").read_text().replace("transactions_per_day: 1700",
+                                                          "transactions_per_day: 120"))
+    settings = load_settings("local")
+    calls: list[tuple[str, str, list[str]]] = []
+
+    def fake_test_dag(sim, dag_id, day, conf=None):  # noqa: ANN001, ANN202
+        visible = sorted(p.stem for p in sim.raw_transactions_dir.glob("*.parquet"))
+        calls.append((dag_id, day.isoformat(), visible))
+        retrain = dag_id == "glue_monitoring" and day.isoformat() >= "2026-01-25"
+        states = {"check": "success", "request_retrain": "success" if retrain else "skipped"}
+        return orchestration.DagTestResult(dag_id, day.isoformat(), f"run-{day}", states, 0.0, "")
+
+    def fake_xcom(sim, dag_id, run_id, task_id):  # noqa: ANN001, ANN202
+        if task_id == "check":
+            return {"summary": f"checked {run_id}"}
+        return {"promoted": True, "challenger_version": "7", "champion_after": "7"}
+
+    monkeypatch.setattr(orchestration, "test_dag", fake_test_dag)
+    monkeypatch.setattr(orchestration, "xcom_return", fake_xcom)
+    result = simulation.simulate(settings, days=3, shift_day=24, start_day=23)
+
+    assert [c[:2] for c in calls] == [
+        ("glue_monitoring", "2026-01-24"), ("glue_monitoring", "2026-01-25"),
+        ("glue_training", "2026-01-25"), ("glue_monitoring", "2026-01-26"),
+        ("glue_training", "2026-01-26")]
+    # On each simulated day exactly the batches up to that day are visible to the DAGs.
+    assert calls[0][2][-1] == "2026-01-24" and len(calls[0][2]) == 24
+    assert calls[1][2][-1] == "2026-01-25" and len(calls[1][2]) == 25
+    assert [d.retrain for d in result.days] == [False, True, True]
+    assert result.days[1].promoted is True and result.days[1].champion == "7"
+    assert result.days[0].promoted is None
+    assert sorted(p.stem for p in settings.raw_transactions_dir.glob("*.parquet"))[-1] >= "2026-01-26"
+    assert (result.staging_dir / "raw" / "labels" / "2026-01-26.parquet").is_file()
+    assert "retrained on 2 day(s)" in result.summary()
