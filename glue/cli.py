@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 import warnings
+from datetime import date
 from pathlib import Path
 
 import click
@@ -131,6 +132,97 @@ def run_cmd(force: bool, no_push: bool) -> None:
     click.echo(result.summary())
 
 
+@cli.command("monitor")
+@click.option("--date", "day", default=None, metavar="YYYY-MM-DD",
+              help="The day to check (default: the last day with validated transactions).")
+def monitor_cmd(day: str | None) -> None:
+    """Drift and delayed-label quality of the champion on one day; decide whether to retrain.
+
+    Writes Evidently reports, decision.json and metrics.prom under reports/monitoring/<day>/ and
+    logs them to the MLflow monitoring experiment. Exits 0 whatever the decision.
+    """
+    from glue import monitor
+    from glue.settings import get_settings
+
+    settings = get_settings()
+    when = _parse_day(day) if day else monitor.last_data_day(settings)
+    click.echo(monitor.check(settings, when).summary())
+
+
+def _parse_day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint="--date") from None
+
+
+@cli.group("airflow")
+def airflow_group() -> None:
+    """The loop in Airflow: DAGs glue_features, glue_monitoring, glue_training (dags/)."""
+
+
+@airflow_group.command("init")
+def airflow_init_cmd() -> None:
+    """Create or upgrade the Airflow metadata DB of this profile (`airflow db migrate`)."""
+    from glue import orchestration
+    from glue.settings import get_settings
+
+    home = orchestration.init_airflow(get_settings())
+    click.echo(f"Airflow ready in {home}")
+
+
+@airflow_group.command("test")
+@click.argument("dag_id")
+@click.option("--date", "logical_date", default=None,
+              help="Logical date of the run, YYYY-MM-DD (default: now).")
+def airflow_test_cmd(dag_id: str, logical_date: str | None) -> None:
+    """Run one DAG run in-process (`airflow dags test`), with this project's Airflow settings."""
+    from glue import orchestration
+    from glue.settings import get_settings
+
+    result = orchestration.test_dag(get_settings(), dag_id, logical_date)
+    click.echo(result.summary())
+
+
+@airflow_group.command("ui")
+def airflow_ui_cmd() -> None:
+    """Start `airflow standalone` (UI, scheduler, DAG processor, triggerer) until Ctrl-C."""
+    import signal
+
+    from glue import orchestration
+    from glue.settings import get_settings
+
+    settings = get_settings()
+    proc = orchestration.standalone(settings)
+    click.echo(
+        "Airflow UI: http://localhost:8080 (user admin; password in "
+        f"{orchestration.password_file(settings)} once started)",
+        err=True,
+    )
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        sys.exit(proc.wait())
+    except KeyboardInterrupt:
+        sys.exit(orchestration.stop_standalone(proc))
+
+
+@cli.command("simulate")
+@click.option("--days", type=int, required=True, help="How many days to run the loop for.")
+@click.option("--shift-day", type=int, default=None, help="0-based day the shift starts.")
+@click.option("--shift-kind", type=click.Choice(["new_fraud_pattern", "spending_change"]),
+              default="new_fraud_pattern", show_default=True, help="What changes on the shift day.")
+@click.option("--start-day", type=int, default=None,
+              help="First simulated day (0-based); earlier days are the history (default: shift-day - 7).")
+def simulate_cmd(days: int, shift_day: int | None, shift_kind: str, start_day: int | None) -> None:
+    """Drive the loop day by day through the real DAGs: monitor, and retrain when it says so."""
+    from glue import simulation
+    from glue.settings import get_settings
+
+    result = simulation.simulate(get_settings(), days=days, shift_day=shift_day,
+                                 shift_kind=shift_kind, start_day=start_day)
+    click.echo(result.summary())
+
+
 def _quiet_tools(debug: bool) -> None:
     """Keep the tools' deprecation chatter and INFO logs off the terminal unless --debug.
 
@@ -145,6 +237,7 @@ def _quiet_tools(debug: bool) -> None:
     for name in ("mlflow", "feast", "great_expectations", "evidently", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -161,15 +161,45 @@ def training_frame(
             f"no labelled transactions in {settings.validated_dir / 'transactions'} with labels from "
             f"{settings.raw_labels_dir}" + (f" known at {until}" if until is not None else "")
         )
-    entity_df = request_frame(known)[[*ENTITY_COLUMNS, *REQUEST_COLUMNS, LABEL_COLUMN]]
+    joined = _join_features(settings, store, service, known, extra=[LABEL_COLUMN])
+    keep = [*ENTITY_COLUMNS, *REQUEST_COLUMNS[:3], *columns, LABEL_COLUMN]
+    return TrainingFrame(
+        df=joined[keep], feature_columns=columns, feature_service=service, feature_refs=refs
+    )
+
+
+def scoring_frame(
+    settings: Settings, tx: pd.DataFrame, store: FeatureStore | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Point-in-time features of given transactions, labelled or not: what the model saw then.
+
+    Returns the rows in event order (ids, request fields, feature columns) and the column list.
+    Used by monitoring for the current window and the window whose labels arrived later.
+    """
+    from glue import feature_store
+
+    store = store or feature_store.open_store(settings)
+    service = settings.params.features.feature_service
+    columns, _ = feature_store.feature_columns(store, service)
+    if tx.empty:
+        raise GlueError("no transactions to featurize")
+    joined = _join_features(settings, store, service, tx)
+    return joined[[*ENTITY_COLUMNS, *REQUEST_COLUMNS[:3], *columns]], columns
+
+
+def _join_features(settings: Settings, store: FeatureStore, service: str, tx: pd.DataFrame,
+                   extra: list[str] | None = None) -> pd.DataFrame:
+    """Feast's point-in-time join of the feature service onto the transactions, none lost."""
+    import pandas as pd
+
+    from glue import feature_store
+
+    entity_df = request_frame(tx)[[*ENTITY_COLUMNS, *REQUEST_COLUMNS, *(extra or [])]]
     # Strings as categories: Feast's dask join hashes object columns slowly (~35% of its time).
     strings = ["transaction_id", "channel"]
     entity_df = entity_df.astype({c: "category" for c in strings})
-    # Feast's file offline store keeps one row per (join keys, timestamp): transactions sharing
-    # all three go in separate calls so none is lost.
-    batch = entity_df.groupby(["customer_id", "merchant_id", "event_timestamp"]).cumcount()
     joined = pd.concat(
-        [feature_store.historical_features(store, part, service) for _, part in entity_df.groupby(batch)],
+        [feature_store.historical_features(store, part, service) for part in _unique_key_parts(entity_df)],
         ignore_index=True,
     )
     if len(joined) != len(entity_df):
@@ -178,11 +208,24 @@ def training_frame(
             f"transaction has a snapshot row in {settings.features_dir} (rerun `glue features`)"
         )
     joined = joined.astype({c: "object" for c in strings})
-    joined = joined.sort_values(["event_timestamp", "transaction_id"], kind="stable").reset_index(drop=True)
-    keep = [*ENTITY_COLUMNS, *REQUEST_COLUMNS[:3], *columns, LABEL_COLUMN]
-    return TrainingFrame(
-        df=joined[keep], feature_columns=columns, feature_service=service, feature_refs=refs
-    )
+    return joined.sort_values(["event_timestamp", "transaction_id"], kind="stable").reset_index(drop=True)
+
+
+def _unique_key_parts(entity_df: pd.DataFrame) -> list[pd.DataFrame]:
+    """Split the entity rows so no part repeats a (customer, timestamp) or (merchant, timestamp).
+
+    Feast's file offline store keeps one row per (a view's join key, event timestamp): two
+    transactions of one card at the same instant, at different merchants, would lose one. Such
+    collisions are rare, so nearly every row lands in the first part.
+    """
+    parts = []
+    remaining = entity_df
+    while len(remaining):
+        first = ~(remaining.duplicated(["customer_id", "event_timestamp"])
+                  | remaining.duplicated(["merchant_id", "event_timestamp"]))
+        parts.append(remaining[first])
+        remaining = remaining[~first]
+    return parts
 
 
 def online_features(

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from glue.errors import SettingsError
+from monitoring.policy import MonitoringParams
 
 PROFILES = ("local", "prod")
 Profile = Literal["local", "prod"]
@@ -96,6 +97,7 @@ class TrainParams(BaseModel):
     validation_days: int = Field(7, ge=1)
     random_state: int = 42
     decision_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    reference_rows: int = Field(50_000, ge=1000)
     model: ModelParams = ModelParams()
 
 
@@ -124,6 +126,7 @@ class Params(BaseModel):
     features: FeaturesParams = FeaturesParams()
     train: TrainParams = TrainParams()
     gate: GateParams = GateParams()
+    monitoring: MonitoringParams = MonitoringParams()
 
 
 class Settings(BaseModel):
@@ -153,6 +156,9 @@ class Settings(BaseModel):
     features_dir: Path
     airflow_home: Path
     dvc_remote: str
+    # monitoring: one folder per checked day (Evidently HTML/JSON, decision.json, metrics.prom)
+    monitoring_dir: Path
+    alert_webhook_url: str | None = None  # drift/decay alerts are POSTed here; logged when unset
 
     @property
     def raw_transactions_dir(self) -> Path:
@@ -180,6 +186,8 @@ _OVERRIDABLE = (
     "features_dir",
     "airflow_home",
     "dvc_remote",
+    "monitoring_dir",
+    "alert_webhook_url",
 )
 
 # Values the prod profile cannot guess: they name services.
@@ -239,6 +247,7 @@ def _defaults(profile: Profile, project_dir: Path) -> dict[str, Any]:
         "feast_repo": project_dir / "feature_repo",
         "airflow_home": state / "airflow",
         "dvc_remote": str(state / "dvc-remote"),
+        "monitoring_dir": project_dir / "reports" / "monitoring",
     }
     if profile == "local":
         db = f"sqlite:///{state / 'mlflow.db'}"

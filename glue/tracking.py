@@ -39,6 +39,7 @@ class VersionRef:
     run_id: str | None
     source: str
     tags: dict[str, str] = field(default_factory=dict)
+    model_id: str | None = None  # MLflow 3's logged model behind the version
 
     @property
     def uri(self) -> str:
@@ -146,6 +147,25 @@ def log_dict(data: Mapping[str, Any] | list, artifact_file: str) -> None:
     import mlflow
 
     mlflow.log_dict(data, artifact_file)
+
+
+def log_frame(df: Any, artifact_file: str) -> None:
+    """Save a DataFrame as a Parquet artifact of the active run (e.g. the drift reference)."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        df.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path=str(Path(artifact_file).parent) or None)
+
+
+def download_artifact(run_id: str, artifact_path: str, dst_dir: Path) -> Path:
+    """Fetch one artifact of a run into dst_dir (works for local stores and the proxied server)."""
+    import mlflow
+
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path,
+                                                    dst_path=str(dst_dir)))
 
 
 def log_datasets(frames: Mapping[str, Any], *, name: str, source: Path, target: str) -> None:
@@ -308,7 +328,7 @@ def load_sklearn_model(uri: str) -> Any:
 
 def _ref(mv: Any) -> VersionRef:
     return VersionRef(name=mv.name, version=str(mv.version), run_id=mv.run_id, source=mv.source,
-                      tags=dict(mv.tags or {}))
+                      tags=dict(mv.tags or {}), model_id=getattr(mv, "model_id", None))
 
 
 def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

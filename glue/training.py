@@ -50,6 +50,10 @@ FEATURE_REFS = "glue.feast_feature_refs"
 FEATURE_COLUMNS = "glue.feature_columns"
 TRAIN_PARAMS = "glue.train_params"
 TRAIN_RUN_ID = "glue.train_run_id"
+# A sample of the training set with the model's scores, kept with the run: glue/monitor.py finds
+# it from the champion's lineage and uses it as the reference window for drift.
+REFERENCE_ARTIFACT = "monitoring/reference.parquet"
+PREDICTION_COLUMN = "prediction"
 FEAST_FEATURE_SERVICE = "feast.feature_service"  # the tag Feast's own model resolver reads
 
 _PLOT_POINTS = 500  # curve rows written for DVC plots (enough for a smooth line, small in git)
@@ -168,6 +172,11 @@ def train(settings: Settings, frame: TrainingFrame | None = None) -> TrainResult
         tracking.log_metrics(metrics, model_id=model_id)
         tracking.evaluate_classifier(model_uri, valid_df[[*columns, label]], label, model_id=model_id)
 
+        reference = reference_sample(train_df[[TIMESTAMP_COLUMN, *columns, label]],
+                                     params.reference_rows, params.random_state)
+        reference[PREDICTION_COLUMN] = model.predict_proba(reference[columns])[:, 1]
+        tracking.log_frame(reference, REFERENCE_ARTIFACT)
+
         importance = feature_importance(model, valid_df[columns], y_valid, params.random_state)
         tracking.log_dict(importance, "feature_importance.json")
         tracking.log_figure(_importance_figure(importance), "feature_importance.png")
@@ -215,6 +224,13 @@ def split_by_days(df: pd.DataFrame, validation_days: int) -> tuple[np.ndarray, W
         validation_days=[f"{d:%Y-%m-%d}" for d in distinct.iloc[-validation_days:]],
     )
     return (days < validation_start).to_numpy(), windows
+
+
+def reference_sample(df: pd.DataFrame, rows: int, random_state: int) -> pd.DataFrame:
+    """A uniform sample of at most `rows` training rows, in time order (all of them if fewer)."""
+    if len(df) <= rows:
+        return df.reset_index(drop=True)
+    return df.sample(n=rows, random_state=random_state).sort_index().reset_index(drop=True)
 
 
 def window_mask(df: pd.DataFrame, start: str, end: str) -> np.ndarray:

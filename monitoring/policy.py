@@ -1,0 +1,184 @@
+"""The monitoring policy: when drift or quality decay counts, and when that calls for a retrain.
+
+Why apart from the Evidently code: the thresholds are a team's decision, kept in ``params.yaml``
+(section ``monitoring:``, DVC-tracked), and the decision rule is plain logic that unit tests can
+pin down without running a report. Evidently measures; this module decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Evidently's names for the drift methods a policy may pick (evidently.legacy.calculations.stattests).
+DriftMethod = Literal[
+    "wasserstein", "psi", "kl_div", "jensenshannon", "hellinger", "ks", "chisquare", "z",
+    "anderson", "cramer_von_mises", "mannw", "t_test", "energy_distance", "TVD", "g_test",
+]
+QualityMetric = Literal["average_precision", "precision", "recall", "roc_auc"]
+
+
+class DriftTest(BaseModel):
+    """One drift test: Evidently's method and its threshold (a distance, or a p-value)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: DriftMethod
+    threshold: float = Field(gt=0.0)
+
+
+class DriftPolicy(BaseModel):
+    """Data drift of the model's inputs and of its scores, reference vs current window."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    numerical: DriftTest = DriftTest(method="wasserstein", threshold=0.1)
+    categorical: DriftTest = DriftTest(method="jensenshannon", threshold=0.1)
+    # per-feature overrides, by column name
+    columns: dict[str, DriftTest] = {}
+    # a numerical column with at most this many distinct reference values is treated as categorical
+    max_categories: int = Field(10, ge=2)
+    drift_share: float = Field(0.3, gt=0.0, le=1.0)  # share of drifted features that is "drift"
+    prediction: DriftTest = DriftTest(method="wasserstein", threshold=0.1)
+    prediction_drift_counts: bool = True  # drift of the scores alone also counts as drift
+    # rows per side, sampled uniformly when a window is larger (see monitoring/reports.py)
+    max_rows: int = Field(100_000, ge=1000)
+    min_current_rows: int = Field(200, ge=1)
+
+
+class QualityPolicy(BaseModel):
+    """Model quality on transactions whose delayed labels have arrived, vs its validation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: QualityMetric = "average_precision"
+    max_drop: float = Field(0.1, ge=0.0)  # absolute drop below the validation value that is "decay"
+    window_days: int = Field(7, ge=1)  # the most recent labelled days the quality is measured on
+    min_rows: int = Field(500, ge=1)
+    min_positives: int = Field(5, ge=1)
+
+
+class MonitoringParams(BaseModel):
+    """The ``monitoring:`` section of params.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    experiment_name: str = "fraud-monitoring"
+    current_days: int = Field(1, ge=1)  # the window checked: the run's day and the days before it
+    # the reference: the last days of the champion's training set (None: all of it). Rolling 30-day
+    # aggregates are still filling up early in a training set; its recent end is the fair baseline.
+    reference_days: int | None = Field(14, ge=1)
+    drift: DriftPolicy = DriftPolicy()
+    quality: QualityPolicy = QualityPolicy()
+    retrain_on: list[Literal["drift", "decay"]] = ["drift", "decay"]
+    # no new retrain request while the newest registered version was trained this recently
+    cooldown_days: int = Field(3, ge=0)
+
+
+@dataclass(frozen=True)
+class DriftFinding:
+    """What the drift report measured, reduced to what the decision needs."""
+
+    drifted_columns: list[str]
+    n_columns: int
+    share: float
+    prediction_score: float | None
+    prediction_drifted: bool
+    share_needed: float  # the policy's drift_share
+    scores: dict[str, float] = field(default_factory=dict)  # Evidently's drift score per column
+
+    @property
+    def dataset_drift(self) -> bool:
+        return bool(self.n_columns) and self.share >= self.share_needed
+
+
+@dataclass(frozen=True)
+class QualityFinding:
+    """The champion's quality on the labelled window, next to its validation value."""
+
+    metric: str
+    value: float | None  # None: too few labelled rows (or positives) yet
+    baseline: float | None
+    rows: int
+    positives: int
+    window: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The record every check ends in: drift? decay? retrain? and why, in words."""
+
+    drift: bool
+    decay: bool
+    retrain: bool
+    reasons: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def drift_finding(policy: DriftPolicy, drifted: list[str], n_columns: int, scores: dict[str, float],
+                  prediction_score: float | None, prediction_drifted: bool) -> DriftFinding:
+    """Bundle the report's per-column verdicts with the share the policy asks for."""
+    share = len(drifted) / n_columns if n_columns else 0.0
+    return DriftFinding(drifted_columns=sorted(drifted), n_columns=n_columns, share=share,
+                        prediction_score=prediction_score, prediction_drifted=prediction_drifted,
+                        share_needed=policy.drift_share, scores=scores)
+
+
+def decide(params: MonitoringParams, drift: DriftFinding | None, quality: QualityFinding | None,
+           cooling_down: str | None = None) -> Decision:
+    """Drift, decay and retrain under the policy; `cooling_down` names a too-recent training."""
+    reasons: list[str] = []
+    is_drift = False
+    if drift is None:
+        reasons.append("drift: not checked (too few current rows)")
+    else:
+        if drift.dataset_drift:
+            is_drift = True
+            reasons.append(
+                f"drift: {len(drift.drifted_columns)} of {drift.n_columns} features drifted "
+                f"({drift.share:.0%} >= {params.drift.drift_share:.0%}): {', '.join(drift.drifted_columns)}"
+            )
+        elif drift.drifted_columns:
+            reasons.append(
+                f"no drift: {len(drift.drifted_columns)} of {drift.n_columns} features drifted "
+                f"({drift.share:.0%} < {params.drift.drift_share:.0%}): {', '.join(drift.drifted_columns)}"
+            )
+        else:
+            reasons.append(f"no drift: none of {drift.n_columns} features drifted")
+        if drift.prediction_drifted:
+            score = f" (score {drift.prediction_score:.3f})" if drift.prediction_score is not None else ""
+            if params.drift.prediction_drift_counts:
+                is_drift = True
+                reasons.append(f"drift: the model's scores drifted{score}")
+            else:
+                reasons.append(f"the model's scores drifted{score}; policy: does not count")
+
+    is_decay = False
+    if quality is None:
+        reasons.append("quality: not checked")
+    elif quality.value is None:
+        reasons.append(f"quality: not measured on {quality.window} ({quality.reason})")
+    elif quality.baseline is None:
+        reasons.append(f"quality: {quality.metric} {quality.value:.3f} on {quality.window}; "
+                       "no validation value to compare with")
+    else:
+        drop = quality.baseline - quality.value
+        is_decay = drop > params.quality.max_drop
+        verb = "decay" if is_decay else "no decay"
+        reasons.append(
+            f"{verb}: {quality.metric} {quality.value:.3f} on {quality.window} vs {quality.baseline:.3f} "
+            f"at validation (drop {drop:+.3f}, limit {params.quality.max_drop:.3f})"
+        )
+
+    wanted = ("drift" in params.retrain_on and is_drift) or ("decay" in params.retrain_on and is_decay)
+    retrain = wanted and cooling_down is None
+    if wanted and cooling_down is not None:
+        reasons.append(f"retrain held back: {cooling_down} (cooldown {params.cooldown_days} days)")
+    elif retrain:
+        reasons.append("retrain: requested")
+    return Decision(drift=is_drift, decay=is_decay, retrain=retrain, reasons=reasons)
