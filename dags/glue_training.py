@@ -7,8 +7,9 @@ Runs weekly, and whenever `glue_monitoring` requests a retrain (asset `glue://re
 2. **features** - snapshot aggregates, `feast apply`, materialize online;
 3. **train** - fit on the Feast point-in-time training set, log to MLflow, register the new
    version with alias `challenger`;
-4. **promote** - score challenger and champion on the same fresh window; move alias `champion`
-   only if the challenger is better (see the MLflow model version's `glue.gate.*` tags).
+4. **evaluate** - score challenger and champion on the same fresh window (paired bootstrap);
+5. **promote** - move alias `champion` only if the challenger passed (see the MLflow model
+   version's `glue.gate.*` tags for the numbers and the reason).
 
 Each task calls one glue function, the same the `glue` CLI and `dvc repro` run.
 """
@@ -57,15 +58,23 @@ def glue_training():
         return run_stage(training.train)
 
     @task
-    def promote() -> dict:
-        """Challenger vs champion on the same window; move `champion` if the challenger wins."""
+    def evaluate() -> str:
+        """Challenger vs champion on the same window: the gate's verdict, kept for `promote`."""
         from glue import promotion
         from glue.orchestration import run_stage
 
-        return run_stage(promotion.evaluate_and_promote,
+        return run_stage(promotion.evaluate)
+
+    @task
+    def promote() -> dict:
+        """Move `champion` to the challenger if the verdict says so (re-checked under a lock)."""
+        from glue import promotion
+        from glue.orchestration import run_stage
+
+        return run_stage(promotion.promote_evaluated,
                          keep=("promoted", "challenger_version", "champion_after"))
 
-    validate() >> features() >> train() >> promote()
+    validate() >> features() >> train() >> evaluate() >> promote()
 
 
 glue_training()

@@ -110,14 +110,22 @@ def train_cmd() -> None:
     click.echo(result.summary())
 
 
-@cli.command("promote")
-def promote_cmd() -> None:
-    """The gate: score challenger and champion on the same fresh window; move `champion` if better."""
+@cli.command("evaluate")
+def evaluate_cmd() -> None:
+    """Score challenger and champion on the same fresh window and decide (metrics/evaluation.json)."""
     from glue import promotion
     from glue.settings import get_settings
 
-    result = promotion.evaluate_and_promote(get_settings())
-    click.echo(result.summary())
+    click.echo(promotion.evaluate(get_settings()).summary())
+
+
+@cli.command("promote")
+def promote_cmd() -> None:
+    """Act on `glue evaluate`'s verdict: move alias `champion` to the challenger if it passed."""
+    from glue import promotion
+    from glue.settings import get_settings
+
+    click.echo(promotion.promote_evaluated(get_settings()).summary())
 
 
 @cli.command("run")
@@ -209,10 +217,11 @@ def airflow_ui_cmd() -> None:
 @cli.command("simulate")
 @click.option("--days", type=int, required=True, help="How many days to run the loop for.")
 @click.option("--shift-day", type=int, default=None, help="0-based day the shift starts.")
-@click.option("--shift-kind", type=click.Choice(["new_fraud_pattern", "spending_change"]),
-              default="new_fraud_pattern", show_default=True, help="What changes on the shift day.")
+@click.option("--shift-kind", type=click.Choice(["spending_change", "new_fraud_pattern"]),
+              default="spending_change", show_default=True, help="What changes on the shift day.")
 @click.option("--start-day", type=int, default=None,
-              help="First simulated day (0-based); earlier days are the history (default: shift-day - 7).")
+              help="First simulated day (0-based); earlier days are the history the first champion "
+                   "trains on (default: the first day with a mature reference window).")
 def simulate_cmd(days: int, shift_day: int | None, shift_kind: str, start_day: int | None) -> None:
     """Drive the loop day by day through the real DAGs: monitor, and retrain when it says so."""
     from glue import simulation

@@ -153,29 +153,39 @@ def load_reference(settings: Settings, champion: VersionRef) -> pd.DataFrame:
     """
     import pandas as pd
 
-    from glue import tracking, training
+    from glue import training
 
     run_id = champion.tags.get(training.TRAIN_RUN_ID) or champion.run_id
     if not run_id:
         raise GlueError(f"{champion.name} v{champion.version}: no training run in its lineage "
                         f"(tag {training.TRAIN_RUN_ID}); retrain it with `glue train`")
-    cache = settings.state_dir / "monitoring" / "reference" / run_id
-    path = cache / Path(training.REFERENCE_ARTIFACT).name
-    if not path.is_file():
-        try:
-            path = tracking.download_artifact(run_id, training.REFERENCE_ARTIFACT, cache)
-        except Exception as exc:  # MLflow raises its own and OSError subclasses for a missing file
-            raise GlueError(
-                f"{champion.name} v{champion.version}: its training run {run_id} has no "
-                f"{training.REFERENCE_ARTIFACT} (trained before monitoring existed?); "
-                f"retrain with `glue train` and promote, or see the run in the MLflow UI ({exc})"
-            ) from exc
+    path = _run_artifact(settings, run_id, training.REFERENCE_ARTIFACT)
+    if path is None:
+        raise GlueError(
+            f"{champion.name} v{champion.version}: its training run {run_id} has no "
+            f"{training.REFERENCE_ARTIFACT} (trained before monitoring existed?); "
+            "retrain with `glue train` and promote, or see the run in the MLflow UI"
+        )
     reference = pd.read_parquet(path)
     days = settings.params.monitoring.reference_days
     if days is not None and "event_timestamp" in reference.columns and len(reference):
         last_day = reference["event_timestamp"].max().normalize()
         reference = reference[reference["event_timestamp"] >= last_day - pd.Timedelta(days=days - 1)]
     return reference.reset_index(drop=True)
+
+
+def _run_artifact(settings: Settings, run_id: str, artifact: str) -> Path | None:
+    """A run's artifact, downloaded once into the state dir (a run's artifacts never change)."""
+    from glue import tracking
+
+    cache = settings.state_dir / "monitoring" / "runs" / run_id
+    path = cache / artifact
+    if path.is_file():
+        return path
+    try:
+        return tracking.download_artifact(run_id, artifact, cache)
+    except Exception:  # MLflow raises its own and OSError subclasses for a missing file
+        return None
 
 
 def cooling_down(monitoring_dir: Path, day: dt.date, days: int) -> str | None:
@@ -268,6 +278,8 @@ def _scored_windows(settings: Settings, champion: VersionRef, windows: dict[str,
 def _quality(settings: Settings, champion: VersionRef, labelled: pd.DataFrame, windows: dict[str, str],
              out_dir: Path) -> QualityFinding:
     """The champion's quality metric on the labelled window, next to its validation value."""
+    import pandas as pd
+
     from glue import features, tracking, training
 
     policy = settings.params.monitoring.quality
@@ -275,11 +287,13 @@ def _quality(settings: Settings, champion: VersionRef, labelled: pd.DataFrame, w
     window = (f"{windows['quality_start']} .. {windows['quality_end']}" if "quality_start" in windows
               else f"labels known at {windows['labels_known_at']}")
     rows, positives = len(labelled), int(labelled[label].sum()) if len(labelled) else 0
-    baseline = None
+    baseline, validation = None, None
     run_id = champion.tags.get(training.TRAIN_RUN_ID) or champion.run_id
     if run_id:
         _, _, metrics = tracking.run_data(run_id)
         baseline = metrics.get(BASELINE_METRIC[policy.metric])
+        path = _run_artifact(settings, run_id, training.VALIDATION_SCORES_ARTIFACT)
+        validation = pd.read_parquet(path) if path is not None else None
     if rows < policy.min_rows or positives < policy.min_positives:
         after = windows["quality_after"] or "its training"
         return QualityFinding(
@@ -292,11 +306,56 @@ def _quality(settings: Settings, champion: VersionRef, labelled: pd.DataFrame, w
 
     y, scores = labelled[label].to_numpy().astype(int), labelled[PREDICTION].to_numpy()
     threshold = settings.params.train.decision_threshold
-    value = training.classification_metrics(y, scores, threshold)[BASELINE_METRIC[policy.metric]]
+    metric = quality_metric(policy.metric, threshold)
+    value = metric(y, scores)
+    low = high = None
+    if validation is not None:
+        y_val = validation[label].to_numpy().astype(int)
+        s_val = validation[training.PREDICTION_COLUMN].to_numpy()
+        low, high = drop_interval((y_val, s_val), (y, scores), metric, policy.bootstrap_samples,
+                                  policy.confidence)
     reports.quality_report(labelled.rename(columns={label: "target"}), "target", PREDICTION,
                            threshold, out_dir)
     return QualityFinding(metric=policy.metric, value=float(value), baseline=baseline, rows=rows,
-                          positives=positives, window=window)
+                          positives=positives, window=window, drop_low=low, drop_high=high)
+
+
+def quality_metric(name: str, threshold: float) -> Any:
+    """metric(y, scores) for a policy metric name, computed as glue/training.py computes it."""
+    from sklearn import metrics as m
+
+    return {
+        "average_precision": m.average_precision_score,
+        "roc_auc": m.roc_auc_score,
+        "precision": lambda y, s: m.precision_score(y, s >= threshold, zero_division=0),
+        "recall": lambda y, s: m.recall_score(y, s >= threshold, zero_division=0),
+    }[name]
+
+
+def drop_interval(baseline: tuple[Any, Any], current: tuple[Any, Any], metric: Any, samples: int,
+                  confidence: float, seed: int = 0) -> tuple[float | None, float | None]:
+    """Percentile bootstrap interval of metric(baseline) - metric(current), both resampled.
+
+    Two independent windows (validation, and the labelled days since), each with its own noise:
+    resampling both is what makes "the drop is surely beyond the limit" a fair statement.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    drops = []
+    for _ in range(samples):
+        parts = []
+        for y, s in (baseline, current):
+            idx = rng.integers(0, len(y), len(y))
+            if not 0 < y[idx].sum() < len(idx):  # one class only: the metric is undefined
+                break
+            parts.append(metric(y[idx], s[idx]))
+        if len(parts) == 2:
+            drops.append(parts[0] - parts[1])
+    if not drops:
+        return None, None
+    tail = (1 - confidence) / 2
+    return float(np.quantile(drops, tail)), float(np.quantile(drops, 1 - tail))
 
 
 def _record(settings: Settings, result: CheckResult, *, champion: VersionRef | None,

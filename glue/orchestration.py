@@ -41,7 +41,7 @@ ENV_PREFIX = "GLUE_"
 _SETTINGS_PASSED_ON = (
     "data_dir", "raw_dir", "validated_dir", "quarantine_dir", "state_dir", "features_dir",
     "mlflow_tracking_uri", "mlflow_registry_uri", "mlflow_artifacts_dir", "feast_repo", "feast_yaml",
-    "airflow_home", "dvc_remote", "monitoring_dir",
+    "airflow_home", "dvc_remote", "monitoring_dir", "outputs_dir",
 )
 
 # Written after a successful `airflow db migrate`; holds what it was migrated for.
@@ -269,8 +269,9 @@ def run_check(ds: str | None) -> dict[str, Any]:
         result = monitor.check(get_settings(), day)
     except GlueError as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
-    return {"day": day.isoformat(), "retrain": bool(result.decision.retrain),
-            "summary": result.summary()}
+    decision = result.decision
+    return {"day": day.isoformat(), "drift": bool(decision.drift), "decay": bool(decision.decay),
+            "retrain": bool(decision.retrain), "summary": result.summary()}
 
 
 def _airflow(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 GATE_METRICS_FILE = Path("metrics/gate.json")
+EVALUATION_FILE = Path("metrics/evaluation.json")  # `glue evaluate` → `glue promote`
 LOCK_TIMEOUT_SECONDS = 120.0
 
 TAG = "glue.gate."  # prefix of every verdict tag on a model version
@@ -80,6 +81,24 @@ class Comparison:
     rows: int
     fraud: int
 
+    def summary(self) -> str:
+        d = self.decision
+        champion = f"champion {self.champion.version}" if self.champion else "no champion"
+        return (f"{self.model_name} version {self.challenger.version} vs {champion} on "
+                f"{self.window_start[:10]} .. {self.window_end[:10]} ({self.rows} rows, {self.fraud} fraud): "
+                f"{'passes' if d.passed else 'fails'} the gate\n  {d.reason}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Comparison:
+        from glue.tracking import VersionRef
+
+        return cls(**{**data, "challenger": VersionRef(**data["challenger"]),
+                      "champion": VersionRef(**data["champion"]) if data["champion"] else None,
+                      "decision": Decision(**data["decision"])})
+
 
 @dataclass(frozen=True)
 class GateResult:
@@ -103,8 +122,40 @@ class GateResult:
 
 
 def evaluate_and_promote(settings: Settings, frame: TrainingFrame | None = None) -> GateResult:
-    """The gate stage: compare challenger with champion, move ``champion`` if the challenger wins."""
+    """Both gate stages in one call: compare challenger with champion, then promote if it wins."""
     return promote(settings, compare(settings, frame))
+
+
+def evaluate(settings: Settings, frame: TrainingFrame | None = None) -> Comparison:
+    """The `evaluate` stage: compare, and keep the comparison for `promote` (metrics/evaluation.json)."""
+    comparison = compare(settings, frame)
+    path = settings.outputs_dir / EVALUATION_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(comparison.to_json(), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return comparison
+
+
+def promote_evaluated(settings: Settings) -> GateResult:
+    """The `promote` stage: act on the comparison `evaluate` wrote, if it is about today's challenger."""
+    from glue import tracking
+
+    path = settings.outputs_dir / EVALUATION_FILE
+    try:
+        comparison = Comparison.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise GlueError(f"{path}: no evaluation to act on; run `glue evaluate` first") from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise GlueError(f"{path}: not an evaluation written by `glue evaluate` ({exc})") from None
+    tracking.configure(settings)
+    current = tracking.get_alias(comparison.model_name, CHALLENGER)
+    if current is None or current.version != comparison.challenger.version:
+        raise GlueError(
+            f"{path} evaluated {comparison.model_name} version {comparison.challenger.version}, but the "
+            f"challenger is now {current.version if current else 'none'}; run `glue evaluate` again"
+        )
+    return promote(settings, comparison)
 
 
 def compare(settings: Settings, frame: TrainingFrame | None = None) -> Comparison:
@@ -184,7 +235,7 @@ def promote(settings: Settings, comparison: Comparison) -> GateResult:
                                                        TAG + "replaced_at": decided_at})
 
     result = GateResult(promoted, reason, name, version, seen, after, gate_metrics(c), decided_at)
-    _write_gate_json(settings.project_dir / GATE_METRICS_FILE, result)
+    _write_gate_json(settings.outputs_dir / GATE_METRICS_FILE, result)
     return result
 
 

@@ -158,6 +158,9 @@ class Settings(BaseModel):
     dvc_remote: str
     # monitoring: one folder per checked day (Evidently HTML/JSON, decision.json, metrics.prom)
     monitoring_dir: Path
+    # where the DVC metrics and plots (metrics/*.json, metrics/plots/) are written: the project,
+    # as dvc.yaml names them; `glue simulate` points it at its own folder
+    outputs_dir: Path
     alert_webhook_url: str | None = None  # drift/decay alerts are POSTed here; logged when unset
 
     @property
@@ -187,6 +190,7 @@ _OVERRIDABLE = (
     "airflow_home",
     "dvc_remote",
     "monitoring_dir",
+    "outputs_dir",
     "alert_webhook_url",
 )
 
@@ -248,6 +252,7 @@ def _defaults(profile: Profile, project_dir: Path) -> dict[str, Any]:
         "airflow_home": state / "airflow",
         "dvc_remote": str(state / "dvc-remote"),
         "monitoring_dir": project_dir / "reports" / "monitoring",
+        "outputs_dir": project_dir,
     }
     if profile == "local":
         db = f"sqlite:///{state / 'mlflow.db'}"

@@ -53,6 +53,8 @@ TRAIN_RUN_ID = "glue.train_run_id"
 # A sample of the training set with the model's scores, kept with the run: glue/monitor.py finds
 # it from the champion's lineage and uses it as the reference window for drift.
 REFERENCE_ARTIFACT = "monitoring/reference.parquet"
+# The validation labels and scores: the baseline monitoring compares delayed-label quality with.
+VALIDATION_SCORES_ARTIFACT = "monitoring/validation_scores.parquet"
 PREDICTION_COLUMN = "prediction"
 FEAST_FEATURE_SERVICE = "feast.feature_service"  # the tag Feast's own model resolver reads
 
@@ -176,12 +178,14 @@ def train(settings: Settings, frame: TrainingFrame | None = None) -> TrainResult
                                      params.reference_rows, params.random_state)
         reference[PREDICTION_COLUMN] = model.predict_proba(reference[columns])[:, 1]
         tracking.log_frame(reference, REFERENCE_ARTIFACT)
+        tracking.log_frame(valid_df[[TIMESTAMP_COLUMN, label]].assign(**{PREDICTION_COLUMN: scores}),
+                           VALIDATION_SCORES_ARTIFACT)
 
         importance = feature_importance(model, valid_df[columns], y_valid, params.random_state)
         tracking.log_dict(importance, "feature_importance.json")
         tracking.log_figure(_importance_figure(importance), "feature_importance.png")
 
-        _write_dvc_outputs(settings.project_dir, metrics, y_valid, scores)
+        _write_dvc_outputs(settings.outputs_dir, metrics, y_valid, scores)
         version = tracking.register_model(
             model_uri, params.registered_model_name,
             tags={**data_tags, **run_tags, TRAIN_RUN_ID: run_id},

@@ -54,10 +54,15 @@ class QualityPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     metric: QualityMetric = "average_precision"
-    max_drop: float = Field(0.1, ge=0.0)  # absolute drop below the validation value that is "decay"
+    # Decay: the metric fell below its validation value by more than max_drop, and surely so:
+    # the lower end of the bootstrap interval of the drop (both windows resampled) exceeds it.
+    # A week of labels holds few frauds on either side, and a noisy dip is not decay.
+    max_drop: float = Field(0.1, ge=0.0)
+    confidence: float = Field(0.9, gt=0.5, lt=1.0)
+    bootstrap_samples: int = Field(300, ge=50)
     window_days: int = Field(7, ge=1)  # the most recent labelled days the quality is measured on
     min_rows: int = Field(500, ge=1)
-    min_positives: int = Field(5, ge=1)
+    min_positives: int = Field(20, ge=1)
 
 
 class MonitoringParams(BaseModel):
@@ -105,6 +110,10 @@ class QualityFinding:
     positives: int
     window: str
     reason: str = ""
+    # bootstrap interval of the drop (baseline - value) at the policy's confidence; None when
+    # the champion's validation scores are not at hand and only the point values are compared
+    drop_low: float | None = None
+    drop_high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -167,12 +176,19 @@ def decide(params: MonitoringParams, drift: DriftFinding | None, quality: Qualit
         reasons.append(f"quality: {quality.metric} {quality.value:.3f} on {quality.window}; "
                        "no validation value to compare with")
     else:
-        drop = quality.baseline - quality.value
-        is_decay = drop > params.quality.max_drop
-        verb = "decay" if is_decay else "no decay"
+        drop, limit = quality.baseline - quality.value, params.quality.max_drop
+        interval = ""
+        if quality.drop_low is not None and quality.drop_high is not None:
+            is_decay = quality.drop_low > limit
+            interval = (f" ({params.quality.confidence:.0%} interval {quality.drop_low:+.3f}.."
+                        f"{quality.drop_high:+.3f})")
+        else:
+            is_decay = drop > limit
+        verdict = (f"decay: drop {drop:+.3f}{interval} beyond the limit {limit:.3f}" if is_decay else
+                   f"no decay: drop {drop:+.3f}{interval}, not surely beyond the limit {limit:.3f}")
         reasons.append(
-            f"{verb}: {quality.metric} {quality.value:.3f} on {quality.window} vs {quality.baseline:.3f} "
-            f"at validation (drop {drop:+.3f}, limit {params.quality.max_drop:.3f})"
+            f"{verdict}; {quality.metric} {quality.value:.3f} on {quality.window} "
+            f"({quality.rows} rows, {quality.positives} fraud) vs {quality.baseline:.3f} at validation"
         )
 
     wanted = ("drift" in params.retrain_on and is_drift) or ("decay" in params.retrain_on and is_decay)

@@ -70,7 +70,7 @@ def drift_report(
     prediction: str | None = None,
 ) -> tuple[DriftFinding, SavedReport]:
     """Drift of `features` (and of the `prediction` column) from reference to current."""
-    _import_quietly()
+    import_evidently()
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset
@@ -116,7 +116,7 @@ def quality_report(
     labelled: pd.DataFrame, target: str, prediction: str, threshold: float, out_dir: Path
 ) -> SavedReport:
     """Evidently's classification report of the model on rows whose labels have arrived."""
-    _import_quietly()
+    import_evidently()
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
     from evidently.presets import ClassificationPreset
 
@@ -131,7 +131,7 @@ def quality_report(
     return _save(snapshot, snapshot.dict(), out_dir, QUALITY_HTML, QUALITY_JSON, (0, len(data)))
 
 
-def _import_quietly() -> None:
+def import_evidently() -> None:
     """Import Evidently without the deprecation warnings its dependencies print at import time."""
     import warnings
 

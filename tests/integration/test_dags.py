@@ -97,7 +97,7 @@ def test_features_dag_validates_then_builds_features_daily(dagbag: dict) -> None
 def test_training_dag_runs_weekly_or_on_retrain_request(dagbag: dict) -> None:
     dag = dagbag["dags"]["glue_training"]
     assert dag["tasks"] == {"validate": [], "features": ["validate"], "train": ["features"],
-                            "promote": ["train"]}
+                            "evaluate": ["train"], "promote": ["evaluate"]}
     assert dag["timetable"] == "AssetOrTimeSchedule"
     assert dag["cron"] == "0 3 * * 1"  # Mondays
     assert dag["assets"] == ["glue://retrain-request/"]
@@ -186,28 +186,33 @@ def test_features_dag_runs_end_to_end_and_fails_loudly_on_a_bad_batch(tmp_projec
     assert (settings.quarantine_dir / "2026-01-11").is_dir()
 
 
-def test_simulation_releases_one_day_at_a_time_and_trains_only_when_asked(
+def test_simulation_delivers_one_day_at_a_time_and_trains_only_when_asked(
     tmp_project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The day loop of `glue simulate`, with the two Airflow calls replaced by recorders."""
+    """The day loop of `glue simulate`: what each DAG run sees, and when training runs.
+
+    The two Airflow calls are recorded instead of run (the real runs are in tests/e2e); this pins
+    the delivery schedule: transactions on their day, labels `label_delay_days` later.
+    """
     from glue import simulation
 
     (tmp_project / "params.yaml").write_text(
         (tmp_project / "params.yaml").read_text().replace("transactions_per_day: 1700",
                                                           "transactions_per_day: 120"))
     settings = load_settings("local")
-    calls: list[tuple[str, str, list[str]]] = []
+    calls: list[tuple[str, str, list[str], list[str]]] = []
 
     def fake_test_dag(sim, dag_id, day, conf=None):  # noqa: ANN001, ANN202
-        visible = sorted(p.stem for p in sim.raw_transactions_dir.glob("*.parquet"))
-        calls.append((dag_id, day.isoformat(), visible))
+        tx = sorted(p.stem for p in sim.raw_transactions_dir.glob("*.parquet"))
+        labels = sorted(p.stem for p in sim.raw_labels_dir.glob("*.parquet"))
+        calls.append((dag_id, day.isoformat(), tx, labels))
         retrain = dag_id == "glue_monitoring" and day.isoformat() >= "2026-01-25"
         states = {"check": "success", "request_retrain": "success" if retrain else "skipped"}
         return orchestration.DagTestResult(dag_id, day.isoformat(), f"run-{day}", states, 0.0, "")
 
     def fake_xcom(sim, dag_id, run_id, task_id):  # noqa: ANN001, ANN202
         if task_id == "check":
-            return {"summary": f"checked {run_id}"}
+            return {"summary": f"checked {run_id}", "drift": True, "decay": False}
         return {"promoted": True, "challenger_version": "7", "champion_after": "7"}
 
     monkeypatch.setattr(orchestration, "test_dag", fake_test_dag)
@@ -215,15 +220,21 @@ def test_simulation_releases_one_day_at_a_time_and_trains_only_when_asked(
     result = simulation.simulate(settings, days=3, shift_day=24, start_day=23)
 
     assert [c[:2] for c in calls] == [
+        ("glue_training", "2026-01-23"),  # the first champion, on the history
         ("glue_monitoring", "2026-01-24"), ("glue_monitoring", "2026-01-25"),
         ("glue_training", "2026-01-25"), ("glue_monitoring", "2026-01-26"),
         ("glue_training", "2026-01-26")]
-    # On each simulated day exactly the batches up to that day are visible to the DAGs.
-    assert calls[0][2][-1] == "2026-01-24" and len(calls[0][2]) == 24
-    assert calls[1][2][-1] == "2026-01-25" and len(calls[1][2]) == 25
+    # The history: days 0..22; labels of days 0..15 (7 days late).
+    assert calls[0][2][-1] == "2026-01-23" and len(calls[0][2]) == 23
+    assert calls[0][3][-1] == "2026-01-16" and len(calls[0][3]) == 16
+    # Then one more day of each per simulated day.
+    assert calls[1][2][-1] == "2026-01-24" and len(calls[1][2]) == 24
+    assert calls[1][3][-1] == "2026-01-17"
     assert [d.retrain for d in result.days] == [False, True, True]
     assert result.days[1].promoted is True and result.days[1].champion == "7"
     assert result.days[0].promoted is None
-    assert sorted(p.stem for p in settings.raw_transactions_dir.glob("*.parquet"))[-1] >= "2026-01-26"
-    assert (result.staging_dir / "raw" / "labels" / "2026-01-26.parquet").is_file()
+    assert result.bootstrap_champion == "7"
+    # The project's own raw data and MLflow store are untouched.
+    assert not settings.raw_transactions_dir.exists() or not any(settings.raw_transactions_dir.iterdir())
+    assert result.mlflow_tracking_uri.endswith("simulation/mlflow.db")
     assert "retrained on 2 day(s)" in result.summary()

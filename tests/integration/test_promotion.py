@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from glue import promotion, training
+from glue.errors import GlueError
 from glue.settings import ModelParams, Settings
 from tests.integration.synthetic_frame import synthetic_frame
 
@@ -82,3 +83,15 @@ def test_gate_story(tmp_project: Path) -> None:
     gate_json = json.loads((tmp_project / promotion.GATE_METRICS_FILE).read_text())
     assert gate_json["promoted"] is False and gate_json["challenger_version"] == worse.version
     assert gate_json["champion_after"] == strong.version
+
+    # 6. the two DVC stages: `evaluate` keeps the verdict, `promote` acts on it only while the
+    # challenger it judged is still the challenger
+    comparison = promotion.evaluate(settings, frame)
+    saved = json.loads((tmp_project / promotion.EVALUATION_FILE).read_text())
+    assert saved["challenger"]["version"] == worse.version and saved["decision"]["passed"] is False
+    assert promotion.promote_evaluated(settings).champion_after == strong.version
+    newer = training.train(settings, frame)
+    with pytest.raises(GlueError, match=f"evaluated {MODEL} version {worse.version}, but the challenger "
+                                        f"is now {newer.version}"):
+        promotion.promote_evaluated(settings)
+    assert comparison.summary().startswith(f"{MODEL} version {worse.version} vs champion {strong.version}")

@@ -1,0 +1,152 @@
+"""The whole loop, as a user runs it: the real `glue` CLI in a fresh copy of the project.
+
+1. `glue run` (dvc repro + push) from nothing: Feast views applied and materialized, an MLflow run
+   with its artifacts, a champion carrying every lineage tag; a second `dvc repro` re-runs nothing
+   and a changed model parameter re-runs only train and promote.
+2. `glue simulate`: day by day through the real Airflow DAGs, a spending shift on day 5: no
+   retrain before it, drift caught within 2 days, a retrained challenger gated, reports in MLflow.
+
+Smaller demo sizes than the default keep this to a few minutes; the code paths are the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+GLUE = str(Path(sys.executable).with_name("glue"))
+DVC = str(Path(sys.executable).with_name("dvc"))
+FEAST = str(Path(sys.executable).with_name("feast"))
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _copy_project(root: Path, demo: dict) -> Path:
+    """What a fresh clone holds (config and code, no data, no stores), as a git + DVC repo."""
+    root.mkdir()
+    for name in ("params.yaml", "dvc.yaml", "feature_repo", "dags", "glue", "monitoring", ".dvcignore",
+                 ".gitignore"):
+        src = PROJECT_DIR / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "data"))
+        elif src.exists():
+            shutil.copy2(src, root / name)
+    (root / ".dvc").mkdir()
+    shutil.copy2(PROJECT_DIR / ".dvc" / "config", root / ".dvc" / "config")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["demo"].update(demo)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"],
+                 ["-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-q", "-m", "clone"]):
+        subprocess.run(["git", *args], cwd=root, check=True)
+    return root
+
+
+def _env(root: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GLUE_")}
+    return {**env, "GLUE_PROJECT_DIR": str(root), "TQDM_DISABLE": "1"}
+
+
+def _run(args: list[str], root: Path, timeout: float = 900) -> str:
+    proc = subprocess.run(args, cwd=root, env=_env(root), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+def _client(root: Path, db: Path):  # noqa: ANN202
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{db}"
+    return MlflowClient(uri, uri)
+
+
+def test_glue_run_builds_the_whole_loop_and_dvc_reruns_only_what_changed(tmp_path: Path) -> None:
+    root = _copy_project(tmp_path / "clone", {"days": 40, "transactions_per_day": 600,
+                                               "customers": 1500, "merchants": 150})
+    out = _run([GLUE, "run"], root)
+    assert "promote" in out
+
+    # Feast: the CLI sees the applied views, and the online store answers.
+    views = _run([FEAST, "feature-views", "list"], root / "feature_repo")
+    assert "customer_transactions" in views and "merchant_risk" in views
+    online = _run([GLUE, "features", "--help"], root)  # the stage is documented on the CLI
+    assert "materializ" in online.lower()
+    from glue.features import online_features
+    from glue.settings import load_settings
+
+    os.environ["GLUE_PROJECT_DIR"] = str(root)
+    try:
+        settings = load_settings("local", root)
+        row = {"customer_id": 1, "merchant_id": 1, "amount": 42.0, "channel": "online",
+               "card_present": False, "event_hour": 13}
+        values = online_features(settings, [row])
+    finally:
+        os.environ.pop("GLUE_PROJECT_DIR", None)
+    assert values.notna().to_numpy().mean() > 0.5  # served features, not a frame of missing values
+
+    # MLflow: the training run with its artifacts, a champion with every lineage tag.
+    client = _client(root, root / ".glue" / "mlflow.db")
+    champion = client.get_model_version_by_alias("fraud-detector", "champion")
+    for tag in ("glue.git_commit", "glue.git_dirty", "glue.dvc_data_version", "glue.validation_summary",
+                "glue.feast_feature_service", "glue.feast_feature_refs", "glue.train_start",
+                "glue.train_end", "glue.validation_start", "glue.validation_end", "glue.gate.decision"):
+        assert champion.tags.get(tag), f"champion v{champion.version} lacks {tag}"
+    assert not champion.tags["glue.dvc_data_version"].startswith("untracked")
+    artifacts = {a.path for a in client.list_artifacts(champion.run_id)}
+    assert {"feature_importance.png", "monitoring"} <= artifacts
+    assert json.loads((root / "metrics" / "gate.json").read_text())["promoted"] is True
+
+    # DVC: nothing changed, nothing runs; a model parameter re-runs train and promote only.
+    status = _run([DVC, "repro"], root)
+    assert "Running stage" not in status
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["model"]["params"]["learning_rate"] = 0.05
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    rerun = _run([DVC, "repro"], root)
+    ran = [line.split("'")[1] for line in rerun.splitlines() if line.startswith("Running stage")]
+    assert ran == ["train", "evaluate", "promote"], rerun
+
+
+def test_simulation_detects_the_shift_retrains_and_gates(tmp_path: Path) -> None:
+    root = _copy_project(tmp_path / "clone", {"transactions_per_day": 700, "customers": 2000,
+                                               "merchants": 200})
+    start, shift = 58, 63  # the shift on the 5th simulated day after the first
+    out = _run([GLUE, "simulate", "--days", "10", "--shift-day", str(shift), "--start-day", str(start)],
+               root, timeout=1800)
+    table = [line.split() for line in out.splitlines() if line.strip()[:2].isdigit()]
+    days = {int(cols[0]): {"drift": cols[2], "retrain": cols[4], "promoted": cols[5]} for cols in table}
+    assert sorted(days) == list(range(start, start + 10)), out
+
+    assert all(days[d]["retrain"] == "no" for d in range(start, shift)), out  # quiet before the shift
+    assert any(days[d]["drift"] == "yes" for d in (shift, shift + 1)), out  # caught within 2 days
+    retrained = [d for d in days if days[d]["retrain"] == "yes"]
+    assert retrained and min(retrained) >= shift, out
+
+    staging = root / ".glue" / "simulation"
+    client = _client(root, staging / "mlflow.db")
+    # Every retrained challenger went through the gate, and only a better one became champion.
+    versions = client.search_model_versions("name = 'fraud-detector'")
+    gated = [v for v in versions if v.version != "1"]
+    assert gated and all(v.tags.get("glue.gate.decision") for v in gated)
+    for v in gated:
+        promoted = v.tags["glue.gate.decision"] == "passed"
+        champion_now = client.get_model_version_by_alias("fraud-detector", "champion").version
+        assert (not promoted) or int(champion_now) >= int(v.version)
+    # Reports: Evidently HTML on disk for every day, and logged to the monitoring experiment.
+    for d in range(start, start + 10):
+        day_dir = sorted((staging / "monitoring").iterdir())[d - start]
+        assert (day_dir / "drift.html").stat().st_size > 10_000
+        assert json.loads((day_dir / "decision.json").read_text())["decision"]
+    experiment = client.get_experiment_by_name("fraud-monitoring")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 10
+    logged = {a.path for a in client.list_artifacts(runs[0].info.run_id, "monitoring")}
+    assert {"monitoring/drift.html", "monitoring/decision.json", "monitoring/metrics.prom"} <= logged

@@ -1,0 +1,153 @@
+"""The monitoring decision, its records and its alert, without running a report."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from glue.features import _unique_key_parts
+from glue.monitor import DECISION_FILE, cooling_down
+from monitoring import alerts, prometheus
+from monitoring.policy import MonitoringParams, QualityFinding, decide, drift_finding
+
+PARAMS = MonitoringParams()
+
+
+def _drift(drifted: list[str], n: int = 10, prediction: bool = False):  # noqa: ANN202
+    return drift_finding(PARAMS.drift, drifted, n, {c: 0.2 for c in drifted}, 0.05, prediction)
+
+
+def _quality(value: float | None, baseline: float | None = 0.6) -> QualityFinding:
+    return QualityFinding(metric="average_precision", value=value, baseline=baseline, rows=900,
+                          positives=12, window="2026-03-01 .. 2026-03-08")
+
+
+def test_drift_needs_the_policy_share_of_features() -> None:
+    below = decide(PARAMS, _drift(["a", "b"]), None)  # 20% < 30%
+    assert not below.drift and not below.retrain
+    assert "2 of 10 features drifted (20% < 30%): a, b" in below.reasons[0]
+    at = decide(PARAMS, _drift(["a", "b", "c"]), None)  # 30% >= 30%
+    assert at.drift and at.retrain and at.reasons[-1] == "retrain: requested"
+
+
+def test_prediction_drift_counts_only_when_the_policy_says_so() -> None:
+    assert decide(PARAMS, _drift([], prediction=True), None).drift
+    quiet = PARAMS.model_copy(update={"drift": PARAMS.drift.model_copy(
+        update={"prediction_drift_counts": False})})
+    decision = decide(quiet, _drift([], prediction=True), None)
+    assert not decision.drift and "does not count" in decision.reasons[1]
+
+
+def test_decay_is_a_drop_beyond_the_limit_from_the_validation_value() -> None:
+    assert not decide(PARAMS, None, _quality(0.55)).decay  # drop 0.05 <= 0.1
+    decayed = decide(PARAMS, None, _quality(0.45))  # drop 0.15
+    assert decayed.decay and decayed.retrain
+    assert decayed.reasons[1].startswith("decay: drop +0.150 beyond the limit 0.100; average_precision 0.450")
+    unmeasured = decide(PARAMS, None, QualityFinding("average_precision", None, 0.6, 10, 0, "w", "too few"))
+    assert not unmeasured.decay and "not measured" in unmeasured.reasons[1]
+
+
+def test_a_noisy_dip_is_not_decay_unless_the_interval_clears_the_baseline() -> None:
+    noisy = QualityFinding("average_precision", 0.45, 0.6, 900, 12, "w", drop_low=0.05, drop_high=0.25)
+    decision = decide(PARAMS, None, noisy)
+    assert not decision.decay and "not surely beyond the limit 0.100" in decision.reasons[1]
+    clear = QualityFinding("average_precision", 0.4, 0.6, 900, 40, "w", drop_low=0.12, drop_high=0.28)
+    assert decide(PARAMS, None, clear).decay
+
+
+def test_retrain_on_limits_what_triggers_and_cooldown_holds_back() -> None:
+    decay_only = PARAMS.model_copy(update={"retrain_on": ["decay"]})
+    assert not decide(decay_only, _drift(["a", "b", "c", "d"]), None).retrain
+    held = decide(PARAMS, _drift(["a", "b", "c", "d"]), None, cooling_down="a retrain was requested on X")
+    assert held.drift and not held.retrain
+    assert held.reasons[-1].startswith("retrain held back: a retrain was requested on X")
+
+
+def test_cooldown_reads_the_decisions_of_the_days_before(tmp_path: Path) -> None:
+    def record(day: str, retrain: bool) -> None:
+        (tmp_path / day).mkdir()
+        (tmp_path / day / DECISION_FILE).write_text(json.dumps({"decision": {"retrain": retrain}}))
+
+    record("2026-03-01", True)
+    record("2026-03-03", False)
+    assert cooling_down(tmp_path, dt.date(2026, 3, 4), 3) == "a retrain was requested on 2026-03-01"
+    assert cooling_down(tmp_path, dt.date(2026, 3, 5), 3) is None  # 4 days back: outside
+    assert cooling_down(tmp_path, dt.date(2026, 3, 1), 3) is None  # the day itself does not count
+    assert cooling_down(tmp_path, dt.date(2026, 3, 4), 0) is None
+
+
+def test_policy_rejects_unknown_methods_and_fields() -> None:
+    with pytest.raises(ValidationError, match="method"):
+        MonitoringParams.model_validate({"drift": {"numerical": {"method": "eyeball", "threshold": 0.1}}})
+    with pytest.raises(ValidationError, match="drift_shar"):
+        MonitoringParams.model_validate({"drift": {"drift_shar": 0.5}})
+
+
+def test_prometheus_text_has_help_type_labels_and_skips_missing_values() -> None:
+    text = prometheus.render([
+        ("drift", "1 if drift", {"model": "m", "version": "3"}, 1.0),
+        ("feature_drift_score", "score", {"model": "m", "feature": 'a"b'}, 0.25),
+        ("feature_drift_score", "score", {"model": "m", "feature": "c"}, 0.5),
+        ("quality", "q", {}, None),
+    ])
+    assert text.splitlines() == [
+        "# HELP glue_monitoring_drift 1 if drift",
+        "# TYPE glue_monitoring_drift gauge",
+        'glue_monitoring_drift{model="m",version="3"} 1',
+        "# HELP glue_monitoring_feature_drift_score score",
+        "# TYPE glue_monitoring_feature_drift_score gauge",
+        'glue_monitoring_feature_drift_score{feature="a\\"b",model="m"} 0.25',
+        'glue_monitoring_feature_drift_score{feature="c",model="m"} 0.5',
+    ]
+
+
+def test_alert_posts_json_to_the_webhook_logs_without_one_and_survives_a_dead_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}/hook"
+    assert alerts.send_alert(url, {"text": "drift", "day": "2026-03-01"}).status == "sent"
+    thread.join(5)
+    server.server_close()
+    assert received == [{"text": "drift", "day": "2026-03-01"}]
+
+    with caplog.at_level("WARNING", logger="glue.alerts"):
+        assert alerts.send_alert(None, {"text": "decay"}).status == "logged"
+        assert alerts.send_alert(url, {"text": "again"}).status == "failed"  # server gone
+    assert "ALERT (no webhook configured" in caplog.text and "again" in caplog.text
+
+
+def test_feast_join_parts_never_repeat_a_key_at_one_instant() -> None:
+    t = pd.Timestamp("2026-01-01 10:00", tz="UTC")
+    df = pd.DataFrame({
+        "transaction_id": ["a", "b", "c", "d", "e"],
+        "customer_id": [1, 1, 2, 3, 1],
+        "merchant_id": [10, 11, 10, 12, 10],
+        "event_timestamp": [t, t, t, t, t + pd.Timedelta(seconds=1)],
+    })
+    parts = _unique_key_parts(df)
+    assert sorted(i for p in parts for i in p["transaction_id"]) == ["a", "b", "c", "d", "e"]
+    for part in parts:
+        assert not part.duplicated(["customer_id", "event_timestamp"]).any()
+        assert not part.duplicated(["merchant_id", "event_timestamp"]).any()
+    assert len(parts) == 2
