@@ -33,6 +33,7 @@ RAW_DATA_PATH = "data/raw"  # the DVC-tracked output whose hash names the data v
 VALIDATION_SUMMARY_FILE = "summary.json"  # written by the validation stage under validated_dir
 
 # What a tag says when the fact does not exist yet (never an empty or missing tag).
+PIPELINE_RECORDS = ("dvc.lock", "metrics")  # written by `dvc repro` itself: not "dirty" code
 NO_GIT = "unknown (not a git repository)"
 NO_DVC = "untracked (no dvc.lock entry or .dvc file for data/raw; run `dvc repro`)"
 NO_SUMMARY = "missing"
@@ -50,12 +51,15 @@ def git_state(project_dir: Path) -> GitState:
     """HEAD commit and dirty flag of the project's git repository (None, None outside git).
 
     Dirty means a *tracked* file differs from HEAD: untracked files (scratch notebooks, local
-    state) do not change what `git checkout <commit>` would rebuild, so they do not count.
+    state) do not change what `git checkout <commit>` would rebuild, so they do not count. Nor do
+    the records the pipeline itself writes while it runs (dvc.lock, which DVC stages in git, and
+    metrics/): they are the data's version, tagged separately, not a change to the code.
     """
     commit = _git(project_dir, "rev-parse", "HEAD")
     if commit is None:
         return GitState(None, None)
-    status = _git(project_dir, "status", "--porcelain", "--untracked-files=no")
+    status = _git(project_dir, "status", "--porcelain", "--untracked-files=no", "--",
+                  ".", *(f":(exclude){p}" for p in PIPELINE_RECORDS))
     return GitState(commit, None if status is None else bool(status))
 
 

@@ -16,6 +16,14 @@ from glue import versioning
 from glue.settings import Settings
 
 METRICS_DIR = "metrics"
+# What the summary shows of each metrics file (all its numbers for a file not listed here).
+_SHOWN = {
+    "validation": ("batches_accepted", "batches_rejected", "rows_accepted"),
+    "train": ("average_precision", "roc_auc", "precision_at_threshold", "recall_at_threshold",
+              "train_rows", "validation_rows"),
+    "evaluation": (),
+    "gate": ("promoted", "challenger_version", "champion_after", "reason"),
+}
 
 
 @dataclass(frozen=True)
@@ -25,12 +33,17 @@ class RunResult:
     seconds: float
     data_version: str | None
     metrics: dict[str, dict] = field(default_factory=dict)
+    tracking_uri: str = ""
 
     def summary(self) -> str:
         lines = [f"loop finished in {self.seconds:.1f} s; raw data version {self.data_version}"]
         for name, values in sorted(self.metrics.items()):
-            shown = ", ".join(f"{k}={v}" for k, v in values.items() if not isinstance(v, dict))
-            lines.append(f"  {name}: {shown}")
+            keys = _SHOWN.get(name) or [k for k, v in values.items() if not isinstance(v, dict | list)]
+            shown = ", ".join(f"{k}={_fmt(values[k])}" for k in keys if k in values)
+            if shown:
+                lines.append(f"  {name}: {shown}")
+        ui = f", `mlflow ui --backend-store-uri {self.tracking_uri}`" if self.tracking_uri else ""
+        lines.append(f"next: `dvc metrics show`, `dvc plots show`{ui}")
         return "\n".join(lines)
 
 
@@ -46,7 +59,12 @@ def run_loop(settings: Settings, *, force: bool = False, push: bool = True) -> R
         seconds=time.perf_counter() - start,
         data_version=versioning.data_version(settings.project_dir),
         metrics=_read_metrics(settings.project_dir / METRICS_DIR),
+        tracking_uri=settings.mlflow_tracking_uri if settings.profile == "local" else "",
     )
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _read_metrics(metrics_dir: Path) -> dict[str, dict]:

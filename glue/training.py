@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 # DVC outputs, relative to the project directory (the dvc.yaml `train` stage lists these).
 METRICS_FILE = Path("metrics/train.json")
+MODEL_RECORD = Path("model/challenger.json")  # under data_dir: the train stage's DVC output
 PLOTS_DIR = Path("metrics/plots")
 ROC_CURVE_FILE = PLOTS_DIR / "roc_curve.csv"
 PR_CURVE_FILE = PLOTS_DIR / "pr_curve.csv"
@@ -191,6 +192,7 @@ def train(settings: Settings, frame: TrainingFrame | None = None) -> TrainResult
             tags={**data_tags, **run_tags, TRAIN_RUN_ID: run_id},
         )
         tracking.set_alias(params.registered_model_name, CHALLENGER, version)
+        _write_model_record(settings, params.registered_model_name, version, run_id, model_uri)
 
     return TrainResult(
         run_id=run_id,
@@ -372,6 +374,19 @@ def _write_dvc_outputs(project_dir: Path, metrics: dict[str, float], y: np.ndarr
             table = table.iloc[np.unique(np.linspace(0, len(table) - 1, _PLOT_POINTS).astype(int))]
         _atomic_write(project_dir / rel, table.round(6).to_csv(index=False))
     _atomic_write(project_dir / METRICS_FILE, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def _write_model_record(settings: Settings, name: str, version: str, run_id: str, model_uri: str) -> None:
+    """data/model/challenger.json: the stage's DVC output standing for the registered model.
+
+    The model itself lives in MLflow, outside git and DVC. Without an output of its own, a fresh
+    clone holding dvc.lock and metrics/ would find the train stage up to date and skip it,
+    leaving that clone's registry empty; this file is cached by DVC (not in git), so there it is
+    missing and the stage runs.
+    """
+    record = {"registered_model": name, "version": version, "run_id": run_id, "model_uri": model_uri,
+              "tracking_uri": settings.mlflow_tracking_uri}
+    _atomic_write(settings.data_dir / MODEL_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def _atomic_write(path: Path, text: str) -> None:

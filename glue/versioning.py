@@ -7,6 +7,7 @@ exact content hash of every stage output.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,17 @@ def ensure_remote(project_dir: Path, name: str, url: str) -> str:
     return name
 
 
+def stage_env() -> dict[str, str]:
+    """The environment for DVC: this interpreter's bin dir first on PATH.
+
+    The stages of dvc.yaml call `glue ...`; run as `.venv/bin/glue run` without an activated
+    environment, a shell would not find `glue` (or would find another install).
+    """
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    return {**os.environ, "PATH": bin_dir + (os.pathsep + path if path else "")}
+
+
 def data_version(project_dir: Path, path: str = "data/raw") -> str | None:
     """The DVC content hash (md5 of the directory listing) of `path`, or None if DVC has none yet.
 
@@ -69,6 +81,6 @@ def data_version(project_dir: Path, path: str = "data/raw") -> str | None:
 
 
 def _run_dvc(argv: list[str], project_dir: Path, what: str) -> None:
-    completed = subprocess.run(argv, cwd=project_dir)
+    completed = subprocess.run(argv, cwd=project_dir, env=stage_env())
     if completed.returncode != 0:
         raise GlueError(f"{what} failed in {project_dir} (exit {completed.returncode}); see above")

@@ -40,7 +40,7 @@ class DriftPolicy(BaseModel):
     columns: dict[str, DriftTest] = {}
     # a numerical column with at most this many distinct reference values is treated as categorical
     max_categories: int = Field(10, ge=2)
-    drift_share: float = Field(0.3, gt=0.0, le=1.0)  # share of drifted features that is "drift"
+    drift_share: float = Field(0.2, gt=0.0, le=1.0)  # share of drifted features that is "drift"
     prediction: DriftTest = DriftTest(method="wasserstein", threshold=0.1)
     prediction_drift_counts: bool = True  # drift of the scores alone also counts as drift
     # rows per side, sampled uniformly when a window is larger (see monitoring/reports.py)

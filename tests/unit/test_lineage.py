@@ -36,6 +36,16 @@ def test_git_state_clean_then_dirty(repo: Path) -> None:
     assert lineage.git_state(repo) == lineage.GitState(head, True)
 
 
+def test_pipeline_records_staged_by_dvc_do_not_make_the_code_dirty(repo: Path) -> None:
+    (repo / "dvc.lock").write_text("schema: '2.0'\n")
+    (repo / "metrics").mkdir()
+    (repo / "metrics" / "train.json").write_text("{}\n")
+    _git(repo, "add", "dvc.lock", "metrics")  # what DVC's autostage does during `dvc repro`
+    assert lineage.git_state(repo).dirty is False
+    (repo / "code.py").write_text("changed = True\n")
+    assert lineage.git_state(repo).dirty is True
+
+
 def test_git_state_outside_git(tmp_path: Path) -> None:
     assert lineage.git_state(tmp_path) == lineage.GitState(None, None)
     tags = lineage.data_lineage_tags(tmp_path, tmp_path / "data" / "validated")
