@@ -153,13 +153,13 @@ def load_reference(settings: Settings, champion: VersionRef) -> pd.DataFrame:
     """
     import pandas as pd
 
-    from glue import training
+    from glue import tracking, training
 
     run_id = champion.tags.get(training.TRAIN_RUN_ID) or champion.run_id
     if not run_id:
         raise GlueError(f"{champion.name} v{champion.version}: no training run in its lineage "
                         f"(tag {training.TRAIN_RUN_ID}); retrain it with `glue train`")
-    path = _run_artifact(settings, run_id, training.REFERENCE_ARTIFACT)
+    path = tracking.cached_artifact(artifact_cache(settings), run_id, training.REFERENCE_ARTIFACT)
     if path is None:
         raise GlueError(
             f"{champion.name} v{champion.version}: its training run {run_id} has no "
@@ -174,18 +174,9 @@ def load_reference(settings: Settings, champion: VersionRef) -> pd.DataFrame:
     return reference.reset_index(drop=True)
 
 
-def _run_artifact(settings: Settings, run_id: str, artifact: str) -> Path | None:
-    """A run's artifact, downloaded once into the state dir (a run's artifacts never change)."""
-    from glue import tracking
-
-    cache = settings.state_dir / "monitoring" / "runs" / run_id
-    path = cache / artifact
-    if path.is_file():
-        return path
-    try:
-        return tracking.download_artifact(run_id, artifact, cache)
-    except Exception:  # MLflow raises its own and OSError subclasses for a missing file
-        return None
+def artifact_cache(settings: Settings) -> Path:
+    """Where run artifacts glue reads (drift reference, validation rows) are kept after download."""
+    return settings.state_dir / "artifacts"
 
 
 def cooling_down(monitoring_dir: Path, day: dt.date, days: int) -> str | None:
@@ -292,7 +283,7 @@ def _quality(settings: Settings, champion: VersionRef, labelled: pd.DataFrame, w
     if run_id:
         _, _, metrics = tracking.run_data(run_id)
         baseline = metrics.get(BASELINE_METRIC[policy.metric])
-        path = _run_artifact(settings, run_id, training.VALIDATION_SCORES_ARTIFACT)
+        path = tracking.cached_artifact(artifact_cache(settings), run_id, training.VALIDATION_ARTIFACT)
         validation = pd.read_parquet(path) if path is not None else None
     if rows < policy.min_rows or positives < policy.min_positives:
         after = windows["quality_after"] or "its training"

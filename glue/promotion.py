@@ -1,8 +1,9 @@
 """The champion/challenger gate: promote a new model only if it is better on the same fresh data.
 
 Both models (registry aliases ``challenger`` and ``champion``) score the SAME rows: the challenger's
-held-out validation window (the most recent labelled days, tagged on its training run), rebuilt
-from the current training frame. The challenger must clear absolute floors, and beat the champion
+held-out validation window (the most recent labelled days, tagged on its training run), as its
+training run logged them (rebuilt from the training frame if the champion needs other columns).
+The challenger must clear absolute floors, and beat the champion
 on the primary metric by ``gate.min_improvement`` in at least ``gate.confidence`` of paired
 bootstrap resamples of those rows (one set of resamples, applied to both models, so the noise of
 the window is shared and only the models' difference is tested). The first model becomes
@@ -176,6 +177,8 @@ def compare(settings: Settings, frame: TrainingFrame | None = None) -> Compariso
             f"{training.VALIDATION_END} tags; it was not trained by `glue train`"
         )
     if frame is None:
+        frame = logged_validation_frame(settings, challenger, champion)
+    if frame is None:
         from glue.features import training_frame
 
         frame = training_frame(settings)
@@ -197,6 +200,38 @@ def compare(settings: Settings, frame: TrainingFrame | None = None) -> Compariso
         decision = decide(y, challenger_scores, champion_scores, gate,
                           seed=settings.params.train.random_state)
     return Comparison(name, challenger, champion, decision, start, end, len(rows), int(y.sum()))
+
+
+def logged_validation_frame(settings: Settings, challenger: VersionRef, champion: VersionRef | None
+                            ) -> TrainingFrame | None:
+    """The challenger's validation rows as its training run logged them, if the champion can use them.
+
+    The same rows the training frame would give for that window (the features Feast served at
+    training time), without rebuilding the whole point-in-time training set. None when the run
+    has no such artifact or the champion was trained on columns it lacks: then the caller rebuilds.
+    """
+    import pandas as pd
+
+    from glue import monitor, tracking, training
+    from glue.features import LABEL_COLUMN, TrainingFrame
+
+    run_id = challenger.tags.get(training.TRAIN_RUN_ID) or challenger.run_id
+    columns = challenger.tags.get(training.FEATURE_COLUMNS, "").split(",")
+    if not run_id or not columns[0]:
+        return None
+    path = tracking.cached_artifact(monitor.artifact_cache(settings), run_id, training.VALIDATION_ARTIFACT)
+    if path is None:
+        return None
+    df = pd.read_parquet(path)
+    needed = set(columns)
+    if champion is not None:
+        needed |= set(champion.tags.get(training.FEATURE_COLUMNS, "").split(",")) - {""}
+    if not needed <= set(df.columns) or LABEL_COLUMN not in df.columns:
+        return None
+    service = challenger.tags.get(training.FEATURE_SERVICE, "")
+    refs = [r for r in challenger.tags.get(training.FEATURE_REFS, "").split(",") if r]
+    return TrainingFrame(df=df.drop(columns=[training.PREDICTION_COLUMN], errors="ignore"),
+                         feature_columns=columns, feature_service=service, feature_refs=refs)
 
 
 def promote(settings: Settings, comparison: Comparison) -> GateResult:

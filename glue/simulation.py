@@ -15,9 +15,8 @@ running, the asset triggers it for real).
 
 Everything the simulation writes is under ``<state_dir>/simulation`` (emptied at each start): raw,
 validated, quarantine, feature snapshots, monitoring reports and, on the ``local`` profile, its own
-MLflow store, so the project's champion is never touched. Airflow's metadata DB and the Feast
-registry/online store are the project's: the Airflow UI shows the simulated runs, and the next
-`glue features` (or `dvc repro`) puts the project's own features back.
+MLflow store and Feast registry and online store, so the project's champion and features are
+never touched. Airflow's metadata DB is the project's: the Airflow UI shows the simulated runs.
 """
 
 from __future__ import annotations
@@ -178,8 +177,30 @@ def stage_settings(settings: Settings, staging: Path) -> Settings:
     if settings.profile == "local":
         db = f"sqlite:///{staging / 'mlflow.db'}"
         update |= {"mlflow_tracking_uri": db, "mlflow_registry_uri": db,
-                   "mlflow_artifacts_dir": staging / "mlartifacts"}
+                   "mlflow_artifacts_dir": staging / "mlartifacts",
+                   "feast_yaml": own_feast_yaml(settings.feast_yaml, staging)}
     return settings.model_copy(update=update)
+
+
+def own_feast_yaml(project_yaml: Path, staging: Path) -> Path:
+    """The project's feature_store.yaml with the registry and online store moved under staging.
+
+    The simulated days must not overwrite the project's Feast registry (whose sources would then
+    point at the simulation's snapshots) nor its online store.
+    """
+    import yaml
+
+    config = yaml.safe_load(Path(project_yaml).read_text())
+    feast_dir = staging / "feast"
+    feast_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(config.get("registry"), dict):
+        config["registry"]["path"] = str(feast_dir / "registry.db")
+    else:
+        config["registry"] = str(feast_dir / "registry.db")
+    config.setdefault("online_store", {"type": "sqlite"})["path"] = str(feast_dir / "online_store.db")
+    target = staging / "feature_store.yaml"
+    target.write_text(yaml.safe_dump(config, sort_keys=False))
+    return target
 
 
 def deliver_day(source: Path, target: Path, dates: list[dt.date], index: int, label_delay_days: int) -> None:

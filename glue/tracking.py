@@ -168,6 +168,18 @@ def download_artifact(run_id: str, artifact_path: str, dst_dir: Path) -> Path:
                                                     dst_path=str(dst_dir)))
 
 
+def cached_artifact(cache_root: Path, run_id: str, artifact_path: str) -> Path | None:
+    """A run's artifact, downloaded once under cache_root (a run's artifacts never change); None if absent."""
+    cache = cache_root / run_id
+    path = cache / artifact_path
+    if path.is_file():
+        return path
+    try:
+        return download_artifact(run_id, artifact_path, cache)
+    except Exception:  # MLflow raises its own and OSError subclasses for a missing artifact
+        return None
+
+
 def log_datasets(frames: Mapping[str, Any], *, name: str, source: Path, target: str) -> None:
     """Record the training and validation tables as run inputs (digest, schema, row count).
 

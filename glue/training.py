@@ -54,8 +54,9 @@ TRAIN_RUN_ID = "glue.train_run_id"
 # A sample of the training set with the model's scores, kept with the run: glue/monitor.py finds
 # it from the champion's lineage and uses it as the reference window for drift.
 REFERENCE_ARTIFACT = "monitoring/reference.parquet"
-# The validation labels and scores: the baseline monitoring compares delayed-label quality with.
-VALIDATION_SCORES_ARTIFACT = "monitoring/validation_scores.parquet"
+# The held-out validation rows (features, label, this model's score): the gate scores the champion
+# on exactly these rows, and monitoring compares delayed-label quality with them.
+VALIDATION_ARTIFACT = "monitoring/validation.parquet"
 PREDICTION_COLUMN = "prediction"
 FEAST_FEATURE_SERVICE = "feast.feature_service"  # the tag Feast's own model resolver reads
 
@@ -179,8 +180,8 @@ def train(settings: Settings, frame: TrainingFrame | None = None) -> TrainResult
                                      params.reference_rows, params.random_state)
         reference[PREDICTION_COLUMN] = model.predict_proba(reference[columns])[:, 1]
         tracking.log_frame(reference, REFERENCE_ARTIFACT)
-        tracking.log_frame(valid_df[[TIMESTAMP_COLUMN, label]].assign(**{PREDICTION_COLUMN: scores}),
-                           VALIDATION_SCORES_ARTIFACT)
+        validation = valid_df[[TIMESTAMP_COLUMN, *columns, label]].assign(**{PREDICTION_COLUMN: scores})
+        tracking.log_frame(validation, VALIDATION_ARTIFACT)
 
         importance = feature_importance(model, valid_df[columns], y_valid, params.random_state)
         tracking.log_dict(importance, "feature_importance.json")

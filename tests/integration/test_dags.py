@@ -237,4 +237,6 @@ def test_simulation_delivers_one_day_at_a_time_and_trains_only_when_asked(
     # The project's own raw data and MLflow store are untouched.
     assert not settings.raw_transactions_dir.exists() or not any(settings.raw_transactions_dir.iterdir())
     assert result.mlflow_tracking_uri.endswith("simulation/mlflow.db")
+    feast_yaml = result.staging_dir / "feature_store.yaml"
+    assert str(result.staging_dir / "feast" / "registry.db") in feast_yaml.read_text()
     assert "retrained on 2 day(s)" in result.summary()
