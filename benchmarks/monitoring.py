@@ -15,12 +15,17 @@ under it), so both a "drifted" and a "not drifted" verdict are exercised on ever
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+# This file is named like the package it measures: drop its folder from the import path, so
+# `import monitoring` finds the project's monitoring/ package, not this script.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 N_NUMERICAL = 14
 N_CATEGORICAL = 6
