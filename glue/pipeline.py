@@ -21,7 +21,7 @@ _SHOWN = {
     "validation": ("batches_accepted", "batches_rejected", "rows_accepted"),
     "train": ("average_precision", "roc_auc", "precision_at_threshold", "recall_at_threshold",
               "train_rows", "validation_rows"),
-    "evaluation": (),
+    "evaluation": ("window_start", "window_end", "rows", "fraud"),
     "gate": ("promoted", "challenger_version", "champion_after", "reason"),
 }
 
