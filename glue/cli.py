@@ -232,6 +232,39 @@ def simulate_cmd(days: int, shift_day: int | None, shift_kind: str, start_day: i
     click.echo(result.summary())
 
 
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=int, default=8000, show_default=True, help="TCP port.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="uvicorn worker processes (each loads the model and opens the Feast store).")
+def serve_cmd(host: str, port: int, workers: int) -> None:
+    """Online scoring: POST /predict; /health, /ready, /metrics. Follows the champion alias.
+
+    One hop: the Feast store is read in-process, no feature server in between. The champion is
+    re-checked every serving.poll_seconds (GLUE_SERVE_POLL_SECONDS) and swapped without downtime.
+    """
+    from glue import serving
+
+    click.echo(f"glue serve: http://{host}:{port} (POST /predict, GET /ready, /metrics); Ctrl-C stops",
+               err=True)
+    serving.serve(host=host, port=port, workers=workers)
+
+
+@cli.command("score-batch")
+@click.option("--date", "day", default=None, metavar="YYYY-MM-DD",
+              help="The day to score (default: every validated day).")
+def score_batch_cmd(day: str | None) -> None:
+    """Score validated transactions with the champion on Feast's offline (point-in-time) features.
+
+    Writes data/scores/<day or all>.parquet.
+    """
+    from glue import batch_scoring
+    from glue.settings import get_settings
+
+    result = batch_scoring.score_batch(get_settings(), _parse_day(day) if day else None)
+    click.echo(result.summary())
+
+
 def _quiet_tools(debug: bool) -> None:
     """Keep the tools' deprecation chatter and INFO logs off the terminal unless --debug.
 

@@ -1,0 +1,125 @@
+"""`glue score-batch`: score a day of validated transactions with the champion, offline.
+
+Why offline features: a batch re-scores transactions after the fact (back-fills, audits, what the
+model would have said), so each one must get the features it would have had at its own time.
+That is Feast's point-in-time join on the offline store (glue.features.scoring_frame), the same
+join that built the training set; the online store only knows "now".
+
+Output: data/scores/<YYYY-MM-DD or all>.parquet, one row per transaction, written atomically (a
+reader never sees half a file). The prod profile would rather write a PostgreSQL table; that is
+not done here (the Parquet file is written on every profile).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from glue.errors import GlueError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from glue.settings import Settings
+
+SCORES_DIR = "scores"  # under settings.data_dir
+OUTPUT_COLUMNS = ("transaction_id", "event_timestamp", "customer_id", "merchant_id", "score", "decision",
+                  "model_name", "model_version")
+
+
+@dataclass(frozen=True)
+class BatchScoreResult:
+    """What one batch scoring wrote."""
+
+    path: Path
+    day: dt.date | None
+    rows: int
+    flagged: int
+    model_name: str
+    model_version: str
+    threshold: float
+    seconds: float
+
+    def summary(self) -> str:
+        which = f"{self.day:%Y-%m-%d}" if self.day else "all days"
+        share = self.flagged / self.rows if self.rows else 0.0
+        return (f"scored {self.rows} transactions of {which} with {self.model_name} version "
+                f"{self.model_version} (champion): {self.flagged} flagged ({share:.2%}) at threshold "
+                f"{self.threshold:g}\nwrote {self.path} in {self.seconds:.1f} s")
+
+
+def score_batch(settings: Settings, day: dt.date | None = None, alias: str = "champion") -> BatchScoreResult:
+    """Score the validated transactions of `day` (all days if None) with the model behind `alias`."""
+    import numpy as np
+
+    from glue import feature_store, tracking
+    from glue.features import read_transactions, scoring_frame
+    from glue.training import FEATURE_COLUMNS, FEATURE_SERVICE
+
+    start = time.perf_counter()
+    tracking.configure(settings)
+    name = settings.params.train.registered_model_name
+    ref = tracking.get_alias(name, alias)
+    if ref is None:
+        raise GlueError(f"registered model '{name}' has no '{alias}' version; run `glue train` and "
+                        "`glue promote` first")
+    columns = [c for c in ref.tags.get(FEATURE_COLUMNS, "").split(",") if c]
+    if not columns:
+        raise GlueError(f"{name} version {ref.version} has no tag {FEATURE_COLUMNS}: it was not trained "
+                        "by `glue train`, so its input columns are unknown")
+
+    tx = _day_rows(read_transactions(settings), day, settings)
+    service = ref.tags.get(FEATURE_SERVICE) or settings.params.features.feature_service
+    store = feature_store.open_store(settings)
+    frame, _ = scoring_frame(_with_service(settings, service), tx, store)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise GlueError(f"{name} version {ref.version} needs column(s) {', '.join(missing[:5])} that Feast "
+                        f"feature service '{service}' does not provide")
+
+    model = tracking.load_sklearn_model(ref.uri)
+    scores = model.predict_proba(frame[columns].astype("float64"))[:, 1]
+    threshold = settings.params.train.decision_threshold
+    out = frame[["transaction_id", "event_timestamp", "customer_id", "merchant_id"]].copy()
+    out["score"] = scores
+    out["decision"] = np.where(scores >= threshold, "flag", "approve")
+    out["model_name"] = name
+    out["model_version"] = ref.version
+    path = settings.data_dir / SCORES_DIR / f"{day:%Y-%m-%d}.parquet" if day else (
+        settings.data_dir / SCORES_DIR / "all.parquet")
+    _write_atomic(out[list(OUTPUT_COLUMNS)], path)
+    return BatchScoreResult(path=path, day=day, rows=len(out), flagged=int((scores >= threshold).sum()),
+                            model_name=name, model_version=ref.version, threshold=threshold,
+                            seconds=time.perf_counter() - start)
+
+
+def _day_rows(tx: pd.DataFrame, day: dt.date | None, settings: Settings) -> pd.DataFrame:
+    """The transactions of one UTC day (or all of them), refusing an empty selection."""
+    if day is None:
+        return tx
+    days = tx["event_timestamp"].dt.tz_convert("UTC").dt.date
+    picked = tx[days == day]
+    if picked.empty:
+        first, last = days.min(), days.max()
+        folder = settings.validated_dir / "transactions"
+        raise GlueError(f"no validated transactions on {day:%Y-%m-%d} in {folder} "
+                        f"(they cover {first} .. {last})")
+    return picked
+
+
+def _with_service(settings: Settings, service: str) -> Settings:
+    """The settings with the model's own feature service (a model trained on v1 scores on v1)."""
+    if service == settings.params.features.feature_service:
+        return settings
+    features = settings.params.features.model_copy(update={"feature_service": service})
+    return settings.model_copy(update={"params": settings.params.model_copy(update={"features": features})})
+
+
+def _write_atomic(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_parquet(tmp, index=False)
+    tmp.replace(path)

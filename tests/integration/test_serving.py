@@ -1,0 +1,468 @@
+"""`glue serve` and `glue score-batch` against the real tools: Feast online/offline, an MLflow champion.
+
+One small project per module (15 demo days x 200 transactions, validated, features materialized,
+a model trained and promoted; ~40 s), then the FastAPI app through TestClient, and once the real
+`glue serve` under uvicorn for the hot reload under load.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from glue import batch_scoring, demo_data, features, promotion, serving, tracking, training, validation
+from glue.errors import GlueError
+from glue.settings import DemoParams, Settings, get_settings
+
+pytestmark = pytest.mark.slow
+
+MODEL = "fraud-detector"
+NOW = "2026-01-16T09:30:00Z"  # the morning after the last batch: the online store's latest snapshot
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A project with a materialized online store and a promoted champion (version 1).
+
+    Module-scoped (the function-scoped `tmp_project` fixture would rebuild it for every test);
+    it copies the same files as tests/conftest.py does.
+    """
+    from tests.conftest import _PROJECT_FILES, PROJECT_DIR
+
+    root = tmp_path_factory.mktemp("serving") / "project"
+    root.mkdir()
+    for name in _PROJECT_FILES:
+        src = PROJECT_DIR / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "data"))
+        else:
+            shutil.copy2(src, root / name)
+    _smaller_model(root / "params.yaml")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GLUE_PROJECT_DIR", str(root))
+    mp.delenv("GLUE_PROFILE", raising=False)
+    for name in (serving.ENV_MODE, serving.ENV_CHALLENGER_WEIGHT):
+        mp.delenv(name, raising=False)
+    mp.setenv(serving.ENV_POLL_SECONDS, "0.2")
+    get_settings.cache_clear()
+    settings = get_settings()
+    demo_data.generate(DemoParams(days=15, transactions_per_day=200, customers=300, merchants=40,
+                                  fraud_rate=0.05, label_delay_days=2, seed=11), settings.raw_dir)
+    validation.validate_batches(settings)
+    features.build_features(settings)
+    with _one_openmp_thread():
+        training.train(settings)
+    assert promotion.evaluate_and_promote(settings).promoted
+    yield settings
+    get_settings.cache_clear()
+    mp.undo()
+
+
+def _one_openmp_thread() -> Any:
+    """Small fits on a shared 2-core host: OpenMP threads only wait for each other (30 s -> 5 s)."""
+    import sklearn.ensemble  # noqa: F401 - loads the OpenMP runtime the limit applies to
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="openmp")
+
+
+def _smaller_model(params_file: Path) -> None:
+    """Fewer boosting rounds and validation days: the tests are about serving, not model quality."""
+    params = yaml.safe_load(params_file.read_text())
+    params["train"]["validation_days"] = 5
+    params["train"]["model"]["params"]["max_iter"] = 60
+    params_file.write_text(yaml.safe_dump(params))
+
+
+@pytest.fixture(scope="module")
+def known(project: Settings) -> pd.DataFrame:
+    """Transactions of the last day: their customers and merchants are in the online store."""
+    tx = features.read_transactions(project)
+    last = tx["event_timestamp"].dt.floor("D").max()
+    return tx[tx["event_timestamp"] >= last].drop_duplicates("customer_id").reset_index(drop=True)
+
+
+def _txn(row: Any, **changes: Any) -> dict[str, Any]:
+    body = {"transaction_id": str(row.transaction_id), "customer_id": int(row.customer_id),
+            "merchant_id": int(row.merchant_id), "amount": float(row.amount), "channel": str(row.channel),
+            "card_present": bool(row.card_present), "event_timestamp": NOW}
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not ...}
+
+
+def _client(settings: Settings, **params: Any) -> Any:
+    from fastapi.testclient import TestClient
+
+    return TestClient(serving.create_app(settings, serving.ServingParams(poll_seconds=0.2, **params)))
+
+
+def _wait_ready(client: Any, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = client.get("/ready")
+        if answer.status_code == 200:
+            return answer.json()
+        assert time.monotonic() < deadline, answer.json()
+        time.sleep(0.1)
+
+
+def _log_lines(settings: Settings, request_ids: set[str], want: int, timeout: float = 10.0) -> list[dict]:
+    """Prediction log lines of these requests, once `want` of them are written (the writer is async)."""
+    folder = settings.state_dir / serving.PREDICTIONS_DIR
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for f in sorted(folder.glob("*.jsonl")) for line in f.read_text().splitlines()]
+        mine = [r for r in map(_parsed, lines) if r and r["request_id"] in request_ids]
+        if len(mine) >= want or time.monotonic() > deadline:
+            return mine
+        time.sleep(0.05)
+
+
+def _parsed(line: str) -> dict | None:
+    try:
+        return json.loads(line)
+    except ValueError:  # the line being written right now
+        return None
+
+
+def _wait_challenger(client: Any, version: str, timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while (ready := client.get("/ready").json()).get("challenger_version") != version:
+        assert time.monotonic() < deadline, ready
+        time.sleep(0.1)
+    return ready
+
+
+def _copy_of_champion(settings: Settings, tags: dict[str, str] | None = None) -> str:
+    """A new registered version of the champion's model (a retrain without the wait)."""
+    ref = tracking.get_alias(MODEL, promotion.CHAMPION)
+    assert ref is not None
+    return tracking.register_model(ref.source, MODEL, {**ref.tags, **(tags or {})})
+
+
+# --- the answers ---------------------------------------------------------------------------------------
+
+
+def test_predicts_one_transaction_and_a_batch(project: Settings, known: pd.DataFrame) -> None:
+    with _client(project) as client:
+        assert client.get("/health").json() == {"status": "ok"}
+        ready = _wait_ready(client)
+        version = ready["version"]
+        assert ready["model"] == MODEL
+
+        one = _txn(known.iloc[0])
+        answer = client.post("/predict", json={"transactions": [one]})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        (p,) = body["predictions"]
+        assert 0.0 <= p["score"] <= 1.0 and p["transaction_id"] == one["transaction_id"]
+        threshold = project.params.train.decision_threshold
+        assert p["decision"] == ("flag" if p["score"] >= threshold else "approve")
+        assert body["model"] == {"name": MODEL, "version": version, "alias": "champion"}
+        assert answer.headers["x-request-id"] == body["request_id"]
+        fresh = body["feature_freshness"]
+        assert set(fresh) == {"customer_transactions", "merchant_risk"}
+        assert fresh["customer_transactions"]["event_timestamp"] == "2026-01-16T00:00:00+00:00"
+        assert fresh["customer_transactions"]["age_seconds"] > 0
+
+        single = client.post("/predict", json=one).json()  # one object without the list
+        assert single["predictions"][0]["score"] == pytest.approx(p["score"])
+        hour = client.post("/predict", json=_txn(known.iloc[0], event_timestamp=..., event_hour=9)).json()
+        assert hour["predictions"][0]["score"] == pytest.approx(p["score"])
+
+        rows = [_txn(r) for r in known.head(50).itertuples()]
+        batch = client.post("/predict", json={"transactions": rows})
+        assert batch.status_code == 200, batch.text
+        scored = batch.json()["predictions"]
+        assert [s["transaction_id"] for s in scored] == [r["transaction_id"] for r in rows]
+        assert all(0.0 <= s["score"] <= 1.0 and s["model_version"] == version for s in scored)
+
+        # the log has each prediction with the features it was scored on, equal to the reference path
+        logged = _log_lines(project, {batch.json()["request_id"]}, want=50)
+        assert len(logged) == 50 and {r["arm"] for r in logged} == {"champion"}
+        first = logged[0]
+        assert first["transaction_id"] == rows[0]["transaction_id"] and first["model_version"] == version
+        reference = features.online_features(project, rows[:10])
+        for record, (_, expected) in zip(logged[:10], reference.iterrows(), strict=True):
+            for column, value in record["features"].items():
+                assert value == pytest.approx(expected[column], nan_ok=True), column
+
+        metrics = client.get("/metrics").text
+    assert 'glue_serve_requests_total{route="/predict",status="200"} 4.0' in metrics
+    assert 'glue_serve_request_latency_seconds_bucket{le="0.005",route="/predict"}' in metrics
+    assert f'glue_serve_model_version{{alias="champion",model="{MODEL}"}} {float(version)}' in metrics
+    assert 'glue_serve_predictions_total{arm="champion"} 53.0' in metrics
+
+
+def test_bad_input_gets_a_4xx_naming_the_field(project: Settings, known: pd.DataFrame) -> None:
+    good = _txn(known.iloc[0])
+    cases: list[tuple[Any, int, str]] = [
+        ({"transactions": [_txn(known.iloc[0], customer_id=...)]}, 422, "transactions[0].customer_id"),
+        ({"transactions": [good, {**good, "colour": "red"}]}, 422, "transactions[1].colour"),
+        ({"transactions": [{**good, "amount": "abc"}]}, 422, "transactions[0].amount"),
+        ({"transactions": [{**good, "amount": -5}]}, 422, "transactions[0].amount"),
+        ({"transactions": [{**good, "channel": "carrier_pigeon"}]}, 422, "transactions[0].channel"),
+        ({"transactions": [{**good, "card_present": "maybe"}]}, 422, "transactions[0].card_present"),
+        ({"transactions": [_txn(known.iloc[0], event_timestamp=...)]}, 422,
+         "transactions[0].event_timestamp"),
+        ({"transactions": [{**good, "event_hour": 24, "event_timestamp": None}]}, 422,
+         "transactions[0].event_hour"),
+        ({**good, "colour": "red"}, 422, "colour"),
+        ({"transactions": [], }, 422, "transactions"),
+        ({"transactions": [good], "dry_run": True}, 422, "dry_run"),
+        ({"transactions": [good] * 1001}, 413, "transactions"),
+        ({"transactions": [{**good, "customer_id": 987654}]}, 422, "transactions[0].customer_id"),
+        ({"transactions": [good, {**good, "merchant_id": 987655}]}, 422, "transactions[1].merchant_id"),
+    ]
+    with _client(project) as client:
+        _wait_ready(client)
+        for payload, status, field in cases:
+            answer = client.post("/predict", json=payload)
+            assert answer.status_code == status, (field, answer.text)
+            assert answer.json()["field"] == field, answer.json()
+            assert field.split(".")[-1].split("[")[0] in answer.json()["message"]
+        unknown = client.post("/predict", json={"transactions": [{**good, "customer_id": 987654}]}).json()
+        assert "unknown customer_id 987654" in unknown["message"]
+        assert unknown["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+
+        json_type = {"content-type": "application/json"}
+        huge = b'{"transactions": [' + b" " * (1 << 20) + b"]}"
+        answer = client.post("/predict", content=huge, headers=json_type)
+        assert answer.status_code == 413 and answer.json()["field"] == "body"
+        answer = client.post("/predict", content=b'{"transactions": [', headers=json_type)
+        assert answer.status_code == 400 and "not JSON" in answer.json()["message"]
+        metrics = client.get("/metrics").text
+    assert 'glue_serve_errors_total{code="INVALID_PARAMETER_VALUE"}' in metrics
+    assert 'glue_serve_requests_total{route="/predict",status="413"} 2.0' in metrics
+
+
+def test_unknown_entities_can_be_scored_when_configured(project: Settings, known: pd.DataFrame) -> None:
+    with _client(project, unknown_entities="score") as client:
+        _wait_ready(client)
+        answer = client.post("/predict", json=_txn(known.iloc[0], customer_id=987654))
+        assert answer.status_code == 200, answer.text
+        assert 0.0 <= answer.json()["predictions"][0]["score"] <= 1.0
+
+
+def test_not_ready_without_a_champion(project: Settings) -> None:
+    train = project.params.train.model_copy(update={"registered_model_name": "no-such-model"})
+    other = project.model_copy(update={"params": project.params.model_copy(update={"train": train})})
+    with _client(other) as client:
+        deadline = time.monotonic() + 30
+        while "no alias" not in (reason := client.get("/ready").json().get("reason", "")):
+            assert time.monotonic() < deadline, reason
+            time.sleep(0.1)
+        assert client.get("/ready").status_code == 503
+        assert client.get("/health").status_code == 200
+        answer = client.post("/predict", json={"transactions": [{"customer_id": 1}]})
+        assert answer.status_code == 422  # the input is checked first
+        answer = client.post("/predict", json={"customer_id": 1, "merchant_id": 1, "amount": 5.0,
+                                               "channel": "online", "card_present": True, "event_hour": 3})
+        assert answer.status_code == 503 and "no model loaded" in answer.json()["message"]
+
+
+# --- the loop around it -------------------------------------------------------------------------------
+
+
+def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd.DataFrame) -> None:
+    """`glue serve` keeps answering while champion moves to a new version, and survives a bad one."""
+    import httpx
+
+    port = _free_port()
+    env = {**os.environ, "GLUE_PROJECT_DIR": str(project.project_dir), serving.ENV_POLL_SECONDS: "0.2"}
+    glue = Path(sys.executable).parent / "glue"
+    server = subprocess.Popen([str(glue), "serve", "--port", str(port)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    stop = threading.Event()
+    seen: list[list[tuple[int, str]]] = [[] for _ in range(4)]
+    before = tracking.get_alias(MODEL, promotion.CHAMPION)
+    assert before is not None
+    try:
+        _wait_http_ready(url, server)
+
+        def hammer(out: list[tuple[int, str]], offset: int) -> None:
+            with httpx.Client(base_url=url, timeout=10) as http:
+                i = offset
+                while not stop.is_set():
+                    answer = http.post("/predict", json=_txn(known.iloc[i % len(known)]))
+                    out.append((answer.status_code, answer.json().get("model", {}).get("version", "")))
+                    i += 1
+
+        threads = [threading.Thread(target=hammer, args=(seen[k], k * 7)) for k in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        new = _copy_of_champion(project)
+        tracking.set_alias(MODEL, promotion.CHAMPION, new)
+        deadline = time.monotonic() + 30
+        while not any(v == new for part in seen for _, v in part[-5:]):
+            assert time.monotonic() < deadline, "the server never switched to the new champion"
+            time.sleep(0.05)
+        time.sleep(0.5)
+
+        # a version that cannot be served (its columns are not in the feature service): kept out
+        broken = _copy_of_champion(project, {training.FEATURE_COLUMNS: "customer_transactions__no_such"})
+        tracking.set_alias(MODEL, promotion.CHAMPION, broken)
+        time.sleep(1.5)
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        metrics = httpx.get(f"{url}/metrics").text
+        ready = httpx.get(f"{url}/ready").json()
+    finally:
+        stop.set()
+        tracking.set_alias(MODEL, promotion.CHAMPION, before.version)
+        server.send_signal(signal.SIGINT)
+        try:
+            output, _ = server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            output, _ = server.communicate()
+
+    answers = [a for part in seen for a in part]
+    assert len(answers) > 50
+    assert [a for a in answers if a[0] != 200] == [], "requests failed during the switch"
+    for part in seen:  # each client moves from the old version to the new one, never back
+        versions = [v for _, v in part]
+        assert set(versions) == {before.version, new}
+        assert versions[0] == before.version and versions[-1] == new
+        assert versions.index(new) == len(versions) - versions[::-1].index(before.version)
+    assert ready["version"] == new  # the broken version was not taken
+    assert 'glue_serve_model_reloads_total{alias="champion",result="failed"}' in metrics
+    assert f"could not load {MODEL} version {broken}" in output
+
+
+def test_shadow_mode_logs_the_challenger_and_answers_with_the_champion(
+        project: Settings, known: pd.DataFrame) -> None:
+    champion = tracking.get_alias(MODEL, promotion.CHAMPION)
+    assert champion is not None
+    challenger = _copy_of_champion(project)
+    tracking.set_alias(MODEL, promotion.CHALLENGER, challenger)
+    with _client(project, mode="shadow") as client:
+        _wait_ready(client)
+        _wait_challenger(client, challenger)
+        rows = [_txn(r) for r in known.head(5).itertuples()]
+        body = client.post("/predict", json={"transactions": rows}).json()
+        assert {p["model_version"] for p in body["predictions"]} == {champion.version}
+        assert {p["arm"] for p in body["predictions"]} == {"champion"}
+        logged = _log_lines(project, {body["request_id"]}, want=10)
+    arms = {(r["arm"], r["model_version"]) for r in logged}
+    assert arms == {("champion", champion.version), ("shadow", challenger)}
+    shadow = [r for r in logged if r["arm"] == "shadow"]
+    assert [r["transaction_id"] for r in shadow] == [r["transaction_id"] for r in rows]
+
+
+def test_ab_split_is_deterministic_per_customer(project: Settings, known: pd.DataFrame) -> None:
+    challenger = _copy_of_champion(project)
+    tracking.set_alias(MODEL, promotion.CHALLENGER, challenger)
+    rows = [_txn(r) for r in known.head(60).itertuples()]
+    with _client(project, mode="ab", challenger_weight=0.5) as client:
+        _wait_ready(client)
+        ready = _wait_challenger(client, challenger)
+        first = client.post("/predict", json={"transactions": rows}).json()["predictions"]
+        again = [client.post("/predict", json=r).json()["predictions"][0] for r in rows[:20]]
+    arms = [p["arm"] for p in first]
+    assert set(arms) == {"champion", "challenger"}
+    assert arms[:20] == [p["arm"] for p in again]  # same customer, same arm, batch or not
+    for row, p in zip(rows, first, strict=True):
+        assert p["arm"] == serving.ab_arm(row["customer_id"], 0.5)
+        assert p["model_version"] == (challenger if p["arm"] == "challenger" else ready["version"])
+
+
+def test_store_outage_answers_503_and_recovers(project: Settings, known: pd.DataFrame) -> None:
+    online = project.project_dir / ".glue" / "feast" / "online_store.db"
+    assert online.is_file()
+    original = online.read_bytes()
+    request = {"transactions": [_txn(known.iloc[0])]}
+    with _client(project) as client:
+        _wait_ready(client)
+        assert client.post("/predict", json=request).status_code == 200
+        try:
+            with open(online, "r+b") as fh:  # the same file, unreadable: a broken disk or copy
+                fh.write(b"not a database " * (len(original) // 15))
+            down = client.post("/predict", json=request)
+            assert down.status_code == 503, down.text
+            assert "feature store" in down.json()["message"]
+            ready = client.get("/ready")
+            assert ready.status_code == 503 and "feature store" in ready.json()["reason"]
+            assert client.get("/health").status_code == 200
+        finally:
+            with open(online, "r+b") as fh:
+                fh.write(original)
+        deadline = time.monotonic() + 20
+        while (answer := client.post("/predict", json=request)).status_code != 200:
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.2)
+        _wait_ready(client, timeout=20)
+        metrics = client.get("/metrics").text
+    assert 'glue_serve_errors_total{code="TEMPORARILY_UNAVAILABLE"}' in metrics
+
+
+# --- batch scoring -------------------------------------------------------------------------------------
+
+
+def test_score_batch_one_day_and_all(project: Settings) -> None:
+    tx = features.read_transactions(project)
+    day = dt.date(2026, 1, 15)
+    on_day = tx[tx["event_timestamp"].dt.date == day]
+    champion = tracking.get_alias(MODEL, promotion.CHAMPION)
+    assert champion is not None
+
+    result = batch_scoring.score_batch(project, day)
+    assert result.path == project.data_dir / "scores" / "2026-01-15.parquet"
+    scores = pd.read_parquet(result.path)
+    assert list(scores.columns) == list(batch_scoring.OUTPUT_COLUMNS)
+    assert len(scores) == len(on_day) == result.rows
+    assert set(scores["transaction_id"]) == set(on_day["transaction_id"])
+    assert scores["score"].between(0, 1).all()
+    assert set(scores["model_version"]) == {champion.version}
+    threshold = project.params.train.decision_threshold
+    assert ((scores["score"] >= threshold) == (scores["decision"] == "flag")).all()
+    assert "2026-01-15" in result.summary()
+    assert not list(result.path.parent.glob("*.tmp"))
+
+    everything = batch_scoring.score_batch(project, None)
+    assert everything.path.name == "all.parquet" and everything.rows == len(tx)
+    with pytest.raises(GlueError, match="no validated transactions on 2027-01-01"):
+        batch_scoring.score_batch(project, dt.date(2027, 1, 1))
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http_ready(url: str, server: subprocess.Popen, timeout: float = 90.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"glue serve exited: {server.stdout.read() if server.stdout else ''}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("glue serve did not become ready")
