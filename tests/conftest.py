@@ -19,10 +19,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
-@pytest.fixture
-def tmp_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the project's configuration in tmp_path, selected through GLUE_PROJECT_DIR."""
-    root = tmp_path / "project"
+def copy_project_config(root: Path) -> Path:
+    """Copy the project's configuration (no data, no stores) into a new folder `root`."""
     root.mkdir()
     for name in _PROJECT_FILES:
         src = PROJECT_DIR / name
@@ -30,6 +28,13 @@ def tmp_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "data"))
         elif src.exists():
             shutil.copy2(src, root / name)
+    return root
+
+
+@pytest.fixture
+def tmp_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the project's configuration in tmp_path, selected through GLUE_PROJECT_DIR."""
+    root = copy_project_config(tmp_path / "project")
     monkeypatch.setenv("GLUE_PROJECT_DIR", str(root))
     monkeypatch.delenv("GLUE_PROFILE", raising=False)
     from glue.settings import get_settings

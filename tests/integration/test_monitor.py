@@ -23,18 +23,9 @@ START = dt.date(2026, 1, 1)
 @pytest.fixture(scope="module")
 def champion_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project with 60 demo days (shift on day 55) and a promoted champion."""
-    import shutil
+    from tests.conftest import copy_project_config
 
-    from tests.conftest import _PROJECT_FILES, PROJECT_DIR
-
-    root = tmp_path_factory.mktemp("monitor") / "project"
-    root.mkdir()
-    for name in _PROJECT_FILES:
-        src = PROJECT_DIR / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "data"))
-        else:
-            shutil.copy2(src, root / name)
+    root = copy_project_config(tmp_path_factory.mktemp("monitor") / "project")
     mp = pytest.MonkeyPatch()
     mp.setenv("GLUE_PROJECT_DIR", str(root))
     get_settings.cache_clear()

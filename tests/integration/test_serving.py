@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -42,16 +41,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     Module-scoped (the function-scoped `tmp_project` fixture would rebuild it for every test);
     it copies the same files as tests/conftest.py does.
     """
-    from tests.conftest import _PROJECT_FILES, PROJECT_DIR
+    from tests.conftest import copy_project_config
 
-    root = tmp_path_factory.mktemp("serving") / "project"
-    root.mkdir()
-    for name in _PROJECT_FILES:
-        src = PROJECT_DIR / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "data"))
-        else:
-            shutil.copy2(src, root / name)
+    root = copy_project_config(tmp_path_factory.mktemp("serving") / "project")
     _smaller_model(root / "params.yaml")
     mp = pytest.MonkeyPatch()
     mp.setenv("GLUE_PROJECT_DIR", str(root))
