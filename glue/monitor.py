@@ -159,7 +159,7 @@ def load_reference(settings: Settings, champion: VersionRef) -> pd.DataFrame:
     if not run_id:
         raise GlueError(f"{champion.name} v{champion.version}: no training run in its lineage "
                         f"(tag {training.TRAIN_RUN_ID}); retrain it with `glue train`")
-    path = tracking.cached_artifact(artifact_cache(settings), run_id, training.REFERENCE_ARTIFACT)
+    path = tracking.cached_artifact(settings, run_id, training.REFERENCE_ARTIFACT)
     if path is None:
         raise GlueError(
             f"{champion.name} v{champion.version}: its training run {run_id} has no "
@@ -172,11 +172,6 @@ def load_reference(settings: Settings, champion: VersionRef) -> pd.DataFrame:
         last_day = reference["event_timestamp"].max().normalize()
         reference = reference[reference["event_timestamp"] >= last_day - pd.Timedelta(days=days - 1)]
     return reference.reset_index(drop=True)
-
-
-def artifact_cache(settings: Settings) -> Path:
-    """Where run artifacts glue reads (drift reference, validation rows) are kept after download."""
-    return settings.state_dir / "artifacts"
 
 
 def cooling_down(monitoring_dir: Path, day: dt.date, days: int) -> str | None:
@@ -283,7 +278,7 @@ def _quality(settings: Settings, champion: VersionRef, labelled: pd.DataFrame, w
     if run_id:
         _, _, metrics = tracking.run_data(run_id)
         baseline = metrics.get(BASELINE_METRIC[policy.metric])
-        path = tracking.cached_artifact(artifact_cache(settings), run_id, training.VALIDATION_ARTIFACT)
+        path = tracking.cached_artifact(settings, run_id, training.VALIDATION_ARTIFACT)
         validation = pd.read_parquet(path) if path is not None else None
     if rows < policy.min_rows or positives < policy.min_positives:
         after = windows["quality_after"] or "its training"

@@ -212,14 +212,14 @@ def logged_validation_frame(settings: Settings, challenger: VersionRef, champion
     """
     import pandas as pd
 
-    from glue import monitor, tracking, training
+    from glue import tracking, training
     from glue.features import LABEL_COLUMN, TrainingFrame
 
     run_id = challenger.tags.get(training.TRAIN_RUN_ID) or challenger.run_id
     columns = challenger.tags.get(training.FEATURE_COLUMNS, "").split(",")
     if not run_id or not columns[0]:
         return None
-    path = tracking.cached_artifact(monitor.artifact_cache(settings), run_id, training.VALIDATION_ARTIFACT)
+    path = tracking.cached_artifact(settings, run_id, training.VALIDATION_ARTIFACT)
     if path is None:
         return None
     df = pd.read_parquet(path)

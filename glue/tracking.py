@@ -168,9 +168,13 @@ def download_artifact(run_id: str, artifact_path: str, dst_dir: Path) -> Path:
                                                     dst_path=str(dst_dir)))
 
 
-def cached_artifact(cache_root: Path, run_id: str, artifact_path: str) -> Path | None:
-    """A run's artifact, downloaded once under cache_root (a run's artifacts never change); None if absent."""
-    cache = cache_root / run_id
+def cached_artifact(settings: Settings, run_id: str, artifact_path: str) -> Path | None:
+    """A run's artifact, downloaded once under the state dir (a run's artifacts never change).
+
+    None when the run has no such artifact. Shared by the gate and monitoring, which read the
+    drift reference and the validation rows of the same runs.
+    """
+    cache = settings.state_dir / "artifacts" / run_id
     path = cache / artifact_path
     if path.is_file():
         return path
