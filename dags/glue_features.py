@@ -12,8 +12,9 @@ folder named in the task log.
 
 from __future__ import annotations
 
-from airflow.sdk import dag, task
-from assets import DEFAULT_ARGS, FEATURES, START_DATE, TAGS
+from airflow.sdk import dag
+from assets import DEFAULT_ARGS, START_DATE, TAGS
+from shared_tasks import features, validate
 
 
 @dag(
@@ -26,22 +27,6 @@ from assets import DEFAULT_ARGS, FEATURES, START_DATE, TAGS
     doc_md=__doc__,
 )
 def glue_features():
-    @task
-    def validate() -> str:
-        """Great Expectations gate: validated/ gets the good batches, quarantine/ the rest."""
-        from glue import validation
-        from glue.orchestration import run_stage
-
-        return run_stage(validation.validate_batches)
-
-    @task(outlets=[FEATURES])
-    def features() -> str:
-        """Snapshot aggregates, `feast apply`, materialize to the online store."""
-        from glue import features
-        from glue.orchestration import run_stage
-
-        return run_stage(features.build_features)
-
     validate() >> features()
 
 

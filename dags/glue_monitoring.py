@@ -12,7 +12,8 @@ The check's report is in the `check` task's log and XCom; the drift report is an
 from __future__ import annotations
 
 from airflow.sdk import dag, task
-from assets import DEFAULT_ARGS, FEATURES, RETRAIN_REQUEST, START_DATE, TAGS
+from assets import DEFAULT_ARGS, RETRAIN_REQUEST, START_DATE, TAGS
+from shared_tasks import features, validate
 
 
 @dag(
@@ -25,22 +26,6 @@ from assets import DEFAULT_ARGS, FEATURES, RETRAIN_REQUEST, START_DATE, TAGS
     doc_md=__doc__,
 )
 def glue_monitoring():
-    @task
-    def validate() -> str:
-        """Great Expectations gate: validated/ gets the good batches, quarantine/ the rest."""
-        from glue import validation
-        from glue.orchestration import run_stage
-
-        return run_stage(validation.validate_batches)
-
-    @task(outlets=[FEATURES])
-    def features() -> str:
-        """Snapshot aggregates, `feast apply`, materialize to the online store."""
-        from glue import features
-        from glue.orchestration import run_stage
-
-        return run_stage(features.build_features)
-
     @task
     def check(ds: str | None = None) -> dict:
         """Drift and delayed-label quality on the run's day; the decision says whether to retrain."""

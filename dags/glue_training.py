@@ -17,7 +17,8 @@ Each task calls one glue function, the same the `glue` CLI and `dvc repro` run.
 from __future__ import annotations
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
-from assets import DEFAULT_ARGS, FEATURES, RETRAIN_REQUEST, START_DATE, TAGS
+from assets import DEFAULT_ARGS, RETRAIN_REQUEST, START_DATE, TAGS
+from shared_tasks import features, validate
 
 
 @dag(
@@ -33,22 +34,6 @@ from assets import DEFAULT_ARGS, FEATURES, RETRAIN_REQUEST, START_DATE, TAGS
     doc_md=__doc__,
 )
 def glue_training():
-    @task
-    def validate() -> str:
-        """Great Expectations gate: validated/ gets the good batches, quarantine/ the rest."""
-        from glue import validation
-        from glue.orchestration import run_stage
-
-        return run_stage(validation.validate_batches)
-
-    @task(outlets=[FEATURES])
-    def features() -> str:
-        """Snapshot aggregates, `feast apply`, materialize to the online store."""
-        from glue import features
-        from glue.orchestration import run_stage
-
-        return run_stage(features.build_features)
-
     @task
     def train() -> str:
         """Fit, log to MLflow, register the new version as `challenger`."""
