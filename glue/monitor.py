@@ -114,7 +114,7 @@ def check(settings: Settings, day: dt.date) -> CheckResult:
     reference = load_reference(settings, champion)
     windows = _windows(settings, champion, day)
     scored = _scored_windows(settings, champion, windows)
-    current = scored[scored["_window"] == "current"]
+    current = _served_or_batch(settings, champion, windows, scored[scored["_window"] == "current"])
     labelled = scored[scored["_window"] == "quality"]
 
     from monitoring import reports
@@ -259,6 +259,27 @@ def _scored_windows(settings: Settings, champion: VersionRef, windows: dict[str,
     model = tracking.load_sklearn_model(champion.uri)
     frame[PREDICTION] = model.predict_proba(frame[wanted].astype("float64"))[:, 1]
     return frame.merge(known[["transaction_id", features.LABEL_COLUMN]], on="transaction_id", how="left")
+
+
+def _served_or_batch(settings: Settings, champion: VersionRef, windows: dict[str, str],
+                     batch: pd.DataFrame) -> pd.DataFrame:
+    """The current window as `glue serve` answered it, when it answered enough of it.
+
+    What the champion was given online (features from the online store, the score it answered)
+    is what drift must be measured on; the validated batch re-scored with offline features is the
+    fallback for days the server did not see (batch-only use, a replay, a server that was down).
+    """
+    from glue import prediction_log
+
+    start = dt.date.fromisoformat(windows["current_start"])
+    end = dt.date.fromisoformat(windows["current_end"])
+    served = prediction_log.read_served(settings, start, end, champion.version, prediction=PREDICTION)
+    if len(served) >= settings.params.monitoring.drift.min_current_rows:
+        windows["current_source"] = f"prediction log ({len(served)} served predictions)"
+        return served
+    windows["current_source"] = (f"validated batches ({len(batch)} transactions scored offline; "
+                                 f"{len(served)} served predictions in the prediction log)")
+    return batch
 
 
 def _quality(settings: Settings, champion: VersionRef, labelled: pd.DataFrame, windows: dict[str, str],

@@ -35,7 +35,6 @@ overridden by GLUE_SERVE_* environment variables.
 from __future__ import annotations
 
 import contextlib
-import copy
 import datetime as dt
 import hashlib
 import json
@@ -57,11 +56,13 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
+from glue import prediction_log
 from glue.errors import GlueError, SettingsError
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
+    from glue.feature_store import OnlineRead, OnlineReader
     from glue.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,6 @@ CHALLENGER = "challenger"
 SHADOW = "shadow"
 FEATURE_COLUMNS_TAG = "glue.feature_columns"  # glue.training.FEATURE_COLUMNS (not imported: heavy)
 FEATURE_SERVICE_TAG = "glue.feast_feature_service"  # glue.training.FEATURE_SERVICE
-PREDICTIONS_DIR = "predictions"  # under settings.state_dir
 
 ENV_POLL_SECONDS = "GLUE_SERVE_POLL_SECONDS"
 ENV_MODE = "GLUE_SERVE_MODE"
@@ -80,7 +80,6 @@ ENV_CHALLENGER_WEIGHT = "GLUE_SERVE_CHALLENGER_WEIGHT"
 _LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _ROUTES = ("/predict", "/invocations", "/health", "/ping", "/ready", "/version", "/metrics")
 _RETRY_FAILED_SECONDS = 60.0  # a version that failed to load is tried again after this long
-_NOT_FOUND = 3  # feast FieldStatus.NOT_FOUND: no row for this entity key in the online store
 
 
 class ServingParams(BaseModel):
@@ -274,7 +273,7 @@ class ServedModel:
     feature_service: str
     columns: tuple[str, ...]  # the model's inputs in training order (version tag glue.feature_columns)
     predict: Callable[[np.ndarray], np.ndarray]  # rows x columns float64 -> P(fraud)
-    fast_path: bool  # True: the sklearn pipeline runs on numpy, verified equal to the DataFrame path
+    scoring_path: str  # glue.scoring.scorer's path: compiled, numpy or DataFrame
     loaded_at: float
 
 
@@ -291,6 +290,8 @@ def load_model(settings: Settings, alias: str, store: FeatureStore) -> ServedMod
 
 def _load_version(settings: Settings, ref: Any, alias: str, store: FeatureStore, feature_store: Any,
                   tracking: Any) -> ServedModel:
+    from glue import scoring
+
     tag = ref.tags.get(FEATURE_COLUMNS_TAG)
     if not tag:
         raise GlueError(f"{ref.name} version {ref.version} has no tag {FEATURE_COLUMNS_TAG}: it was not "
@@ -303,187 +304,19 @@ def _load_version(settings: Settings, ref: Any, alias: str, store: FeatureStore,
         raise GlueError(f"{ref.name} version {ref.version} needs column(s) {', '.join(missing[:5])} that "
                         f"Feast feature service '{service}' does not provide")
     model = tracking.load_sklearn_model(ref.uri)
-    predict, fast = scorer(model, columns)
+    predict, path = scoring.scorer(model, columns)
     return ServedModel(name=ref.name, version=ref.version, alias=alias, feature_service=service,
-                       columns=columns, predict=predict, fast_path=fast, loaded_at=time.time())
-
-
-def scorer(model: Any, columns: tuple[str, ...]) -> tuple[Callable[[np.ndarray], np.ndarray], bool]:
-    """A function scoring a float matrix (columns in `columns` order) with `model`.
-
-    The fitted pipeline wants a DataFrame with named columns; building one and letting the
-    ColumnTransformer pick columns costs ~1.5 ms per call, most of a one-row request. When the
-    pipeline is the shape glue.training builds (ColumnTransformer of fitted transformers by column
-    name, then transformers, then the classifier), the same fitted objects are applied to numpy
-    column slices instead. That path is used only if it gives the same scores as the DataFrame
-    path on a probe matrix (with NaNs), so an unexpected pipeline just runs the slow way.
-
-    Either way scoring runs on one OpenMP thread: a request is a few rows, and an OpenMP fan-out
-    per tree costs more than it saves (1.5 ms becomes 4-70 ms on a busy 2-core host). The limit
-    is per calling thread in OpenMP, hence set around each call (~15 us), not once at startup.
-    """
-    import pandas as pd
-    from threadpoolctl import ThreadpoolController
-
-    names = list(columns)
-    controller = ThreadpoolController()  # after the model's import: its OpenMP runtime is loaded
-
-    def generic(x: np.ndarray) -> np.ndarray:
-        return model.predict_proba(pd.DataFrame(x, columns=names))[:, 1]
-
-    def one_thread(predict: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
-        def limited(x: np.ndarray) -> np.ndarray:
-            with controller.limit(limits=1, user_api="openmp"):
-                return predict(x)
-
-        return limited
-
-    try:
-        fast = _numpy_pipeline(model, columns)
-        if fast is not None:
-            probe = _probe_matrix(len(columns))
-            if np.allclose(fast(probe), generic(probe), rtol=0.0, atol=1e-12, equal_nan=True):
-                return one_thread(fast), True
-            log.warning("numpy scoring path differs from the DataFrame path: using the DataFrame path")
-    except Exception as exc:  # an unexpected pipeline shape: the generic path is always right
-        log.info("numpy scoring path not usable (%s): using the DataFrame path", exc)
-    return one_thread(generic), False
-
-
-def _numpy_pipeline(model: Any, columns: tuple[str, ...]) -> Callable[[np.ndarray], np.ndarray] | None:
-    from sklearn.compose import ColumnTransformer
-    from sklearn.pipeline import Pipeline
-
-    if not isinstance(model, Pipeline) or not hasattr(model.steps[-1][1], "predict_proba"):
-        return None
-    steps = [step for _, step in model.steps[:-1]]
-    if not steps or not isinstance(steps[0], ColumnTransformer) or getattr(steps[0], "sparse_output_", False):
-        return None
-    position = {c: i for i, c in enumerate(columns)}
-    parts: list[tuple[np.ndarray, Any]] = []
-    for _, transformer, cols in steps[0].transformers_:
-        if isinstance(transformer, str) and transformer == "drop" or len(cols) == 0:
-            continue
-        if not all(isinstance(c, str) and c in position for c in cols):
-            return None  # selected by index or callable: leave it to sklearn
-        idx = np.array([position[c] for c in cols], dtype=np.intp)
-        parts.append((idx, transformer if isinstance(transformer, str) else _unnamed(transformer)))
-    if not parts or any(isinstance(t, str) and t != "passthrough" for _, t in parts):
-        return None
-    rest = [_unnamed(step) for step in steps[1:]]
-    estimator = _unnamed(model.steps[-1][1])
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        outs = [x[:, idx] if isinstance(t, str) else t.transform(x[:, idx]) for idx, t in parts]
-        z = outs[0] if len(outs) == 1 else np.hstack(outs)
-        for step in rest:
-            z = step.transform(z)
-        return estimator.predict_proba(z)[:, 1]
-
-    return predict
-
-
-def _unnamed(estimator: Any) -> Any:
-    """A copy without `feature_names_in_`, so it takes plain arrays without a warning per call."""
-    from sklearn.pipeline import Pipeline
-
-    clone = copy.deepcopy(estimator)
-    stack = [clone]
-    while stack:
-        est = stack.pop()
-        if isinstance(est, Pipeline):
-            stack.extend(step for _, step in est.steps if not isinstance(step, str))
-        elif "feature_names_in_" in vars(est):
-            del est.feature_names_in_
-    return clone
-
-
-def _probe_matrix(n_columns: int) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    x = rng.lognormal(1.0, 1.5, size=(64, n_columns))
-    x[rng.random(x.shape) < 0.15] = np.nan
-    x[0] = 0.0
-    x[1] = np.nan
-    return x
+                       columns=columns, predict=predict, scoring_path=path, loaded_at=time.time())
 
 
 # --- the features ----------------------------------------------------------------------------------
 
 
-@dataclass
-class FeatureRead:
-    """One Feast online read: the response proto, unknown entities and feature freshness."""
-
-    proto: Any  # feast GetOnlineFeaturesResponse
-    position: dict[str, int]  # column -> index in proto.results
-    unknown: list[tuple[int, str, Any]]  # (row, join key, id) without a row in the online store
-    oldest: dict[str, int]  # feature view -> oldest event timestamp (epoch seconds) among the rows
-
-    def matrix(self, columns: tuple[str, ...], rows: np.ndarray | None = None) -> np.ndarray:
-        """Rows x columns float64 (missing -> NaN), in the model's column order.
-
-        Read straight from the proto's numeric oneofs: Feast's generic to_dict() converts every
-        value through its type map, ~3 ms of a 100-row request.
-        """
-        x = np.array([_numbers(self.proto.results[self.position[c]].values) for c in columns],
-                     dtype=np.float64).T
-        return x if rows is None else x[rows]
-
-
-def _numbers(values: Any) -> list[Any]:
-    """Python numbers of a column of feast Value protos; None (-> NaN) where no value is set."""
-    out = []
-    for value in values:
-        kind = value.WhichOneof("val")
-        out.append(None if kind is None or kind == "null_val" else getattr(value, kind))
-    return out
-
-
-class FeatureReader:
-    """Reads one feature service online, for many transactions in one call.
-
-    The FeatureService object, the views' join keys and a representative column per view are
-    looked up once; the answer is read from Feast's response proto (statuses and event
-    timestamps per value) without building a DataFrame.
-    """
-
-    def __init__(self, store: FeatureStore, service_name: str) -> None:
-        from glue import feature_store
-
-        self.store = store
-        self.service_name = service_name
-        feature_store.feature_columns(store, service_name)  # a GlueError naming the service if unknown
-        self.service = store.get_feature_service(service_name)
-        self.views: dict[str, tuple[str, ...]] = {}  # view with entities -> its join keys
-        for projection in self.service.feature_view_projections:
-            try:
-                view = store.get_feature_view(projection.name)
-            except Exception:  # an on-demand view: computed from the request, no entity of its own
-                continue
-            keys = tuple(col.name for col in view.entity_columns)
-            if keys and projection.features:
-                self.views[f"{projection.name_to_use()}__{projection.features[0].name}"] = keys
-
-    def read(self, txns: list[Any], hours: list[int]) -> FeatureRead:
-        rows = [{"customer_id": t.customer_id, "merchant_id": t.merchant_id, "amount": t.amount,
-                 "channel": t.channel, "card_present": t.card_present, "event_hour": h}
-                for t, h in zip(txns, hours, strict=True)]
-        response = self.store.get_online_features(features=self.service, entity_rows=rows,
-                                                  full_feature_names=True)
-        proto = response.proto
-        position = {name: i for i, name in enumerate(proto.metadata.feature_names.val)}
-        unknown: list[tuple[int, str, Any]] = []
-        oldest: dict[str, int] = {}
-        for column, keys in self.views.items():
-            result = proto.results[position[column]]
-            seen = [ts.seconds for ts, s in zip(result.event_timestamps, result.statuses, strict=True)
-                    if s != _NOT_FOUND]
-            if seen:
-                oldest[column.split("__", 1)[0]] = min(seen)
-            for i, status in enumerate(result.statuses):
-                if status == _NOT_FOUND:
-                    unknown.extend((i, key, rows[i].get(key)) for key in keys)
-        return FeatureRead(proto=proto, position=position, unknown=unknown, oldest=oldest)
+def _entity_rows(txns: list[Any], hours: list[int]) -> list[dict[str, Any]]:
+    """Feast entity rows: the join keys and the request fields of each transaction."""
+    return [{"customer_id": t.customer_id, "merchant_id": t.merchant_id, "amount": t.amount,
+             "channel": t.channel, "card_present": t.card_present, "event_hour": h}
+            for t, h in zip(txns, hours, strict=True)]
 
 
 @dataclass
@@ -492,12 +325,14 @@ class StoreHandle:
 
     store: FeatureStore
     opened_at: float
-    readers: dict[str, FeatureReader] = field(default_factory=dict)
+    readers: dict[str, OnlineReader] = field(default_factory=dict)
 
-    def reader(self, service: str) -> FeatureReader:
+    def reader(self, service: str) -> OnlineReader:
         found = self.readers.get(service)
         if found is None:
-            found = self.readers[service] = FeatureReader(self.store, service)
+            from glue.feature_store import OnlineReader
+
+            found = self.readers[service] = OnlineReader(self.store, service)
         return found
 
 
@@ -697,7 +532,7 @@ class ScoringService:
         self.store: StoreHandle | None = None
         self.store_error: str | None = "feature store not opened yet"
         self.model_error: str | None = "model not loaded yet"
-        self.log = PredictionLog(settings.state_dir / PREDICTIONS_DIR, self.metrics, params.log_queue_rows)
+        self.log = PredictionLog(prediction_log.log_folder(settings), self.metrics, params.log_queue_rows)
         self._shadow: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=64)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -798,9 +633,9 @@ class ScoringService:
         weight = self.params.challenger_weight
         return [ab_arm(t.customer_id, weight) for t in txns]
 
-    def _read(self, handle: StoreHandle, service: str, txns: list[Any], hours: list[int]) -> FeatureRead:
+    def _read(self, handle: StoreHandle, service: str, txns: list[Any], hours: list[int]) -> OnlineRead:
         try:
-            read = handle.reader(service).read(txns, hours)
+            read = handle.reader(service).read(_entity_rows(txns, hours))
         except Exception as exc:  # the store is down, unreadable or misconfigured: not the client's fault
             reason = f"{type(exc).__name__}: {exc}".strip()[:500]
             if self.store_error is None:
@@ -813,7 +648,7 @@ class ScoringService:
         return read
 
     def _after_answer(self, request_id: str, txns: list[Any], hours: list[int], parts: list[Any],
-                      scores: np.ndarray, now: float, primary: FeatureRead, models: Models) -> None:
+                      scores: np.ndarray, now: float, primary: OnlineRead, models: Models) -> None:
         """Metrics, the prediction log and the shadow job: cheap enqueues, no I/O."""
         m = self.metrics
         for rows, arm, _, _ in parts:
@@ -848,13 +683,13 @@ class ScoringService:
             except Exception as exc:
                 log.warning("shadow scoring of request %s failed: %s", request_id, exc)
 
-    def _score_shadow(self, request_id: str, txns: list[Any], hours: list[int], primary: FeatureRead,
+    def _score_shadow(self, request_id: str, txns: list[Any], hours: list[int], primary: OnlineRead,
                       models: Models, at: float) -> None:
         challenger, champion = models.challenger, models.champion
         assert challenger is not None and champion is not None
         read = primary
         if challenger.feature_service != champion.feature_service and self.store is not None:
-            read = self.store.reader(challenger.feature_service).read(txns, hours)
+            read = self.store.reader(challenger.feature_service).read(_entity_rows(txns, hours))
         rows = np.arange(len(txns))
         x = read.matrix(challenger.columns)
         scores = challenger.predict(x)
@@ -911,7 +746,7 @@ class ScoringService:
         service = champion.feature_service if champion else self.settings.params.features.feature_service
         probe = self.parser.model(customer_id=0, merchant_id=0, amount=1.0, channel=self.parser.channels[0],
                                   card_present=True, event_hour=0)
-        handle.reader(service).read([probe], [0])
+        handle.reader(service).read(_entity_rows([probe], [0]))
 
     def _reload(self, slot: str, alias: str, handle: StoreHandle) -> None:
         from glue import feature_store, tracking
@@ -956,7 +791,7 @@ class ScoringService:
         self.metrics.model_version.labels(model=self.model_name, alias=alias).set(float(loaded.version))
         log.warning("serving %s version %s as %s (was %s; loaded in %.1f s, %s scoring path)",
                     self.model_name, loaded.version, alias, _describe(current),
-                    time.perf_counter() - started, "numpy" if loaded.fast_path else "DataFrame")
+                    time.perf_counter() - started, loaded.scoring_path)
 
 
 def _describe(model: ServedModel | None) -> str:

@@ -97,3 +97,39 @@ def test_cooldown_and_missing_day(champion_project: Path) -> None:
 
     with pytest.raises(GlueError, match="no validated transactions .* 2026-06-01"):
         monitor.check(settings, dt.date(2026, 6, 1))
+
+
+@pytest.mark.slow
+def test_the_current_window_is_what_glue_serve_answered(champion_project: Path) -> None:
+    """Transactions scored through the real server land in the prediction log, which the check reads."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from glue import prediction_log, serving
+
+    settings = get_settings()
+    day = START + dt.timedelta(days=59)  # the online store holds the features of the last snapshot
+    tx = features.read_transactions(settings)
+    todays = tx[tx["event_timestamp"].dt.date == day]
+    bodies = [{"transaction_id": str(r.transaction_id), "customer_id": int(r.customer_id),
+               "merchant_id": int(r.merchant_id), "amount": float(r.amount), "channel": str(r.channel),
+               "card_present": bool(r.card_present), "event_timestamp": r.event_timestamp.isoformat()}
+              for r in todays.itertuples()]
+    app = serving.create_app(settings, serving.ServingParams(poll_seconds=0.2, unknown_entities="score"))
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for start in range(0, len(bodies), 100):
+            answer = client.post("/predict", json={"transactions": bodies[start:start + 100]})
+            assert answer.status_code == 200, answer.text
+    # leaving the client stops the app, which flushes the prediction log
+    served = prediction_log.read_served(settings, day, day + dt.timedelta(days=1), "1")
+    assert len(served) == len(bodies)
+
+    result = monitor.check(settings, day)
+    record = json.loads((result.out_dir / "decision.json").read_text())
+    assert record["windows"]["current_source"].startswith(f"prediction log ({len(bodies)} served")
+    assert result.current_rows == len(bodies)
+    assert result.decision.drift, result.summary()  # after the shift, as the offline check found
