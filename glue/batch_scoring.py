@@ -6,8 +6,10 @@ That is Feast's point-in-time join on the offline store (glue.features.scoring_f
 join that built the training set; the online store only knows "now".
 
 Output: data/scores/<YYYY-MM-DD or all>.parquet, one row per transaction, written atomically (a
-reader never sees half a file). The prod profile would rather write a PostgreSQL table; that is
-not done here (the Parquet file is written on every profile).
+reader never sees half a file). When the settings name a warehouse (``warehouse_uri``; on the prod
+profile the PostgreSQL database of Feast's offline store), the same rows also go to its table
+``batch_scores``: the day's (or all) earlier rows are replaced in one transaction, so re-scoring a
+day never duplicates it and a reader sees the old rows or the new ones, never a mix.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from glue.settings import Settings
 
 SCORES_DIR = "scores"  # under settings.data_dir
+SCORES_TABLE = "batch_scores"  # in settings.warehouse_uri
 OUTPUT_COLUMNS = ("transaction_id", "event_timestamp", "customer_id", "merchant_id", "score", "decision",
                   "model_name", "model_version")
 
@@ -35,6 +38,7 @@ class BatchScoreResult:
     """What one batch scoring wrote."""
 
     path: Path
+    table: str | None  # where the rows also went (warehouse_uri), None for files only
     day: dt.date | None
     rows: int
     flagged: int
@@ -48,7 +52,8 @@ class BatchScoreResult:
         share = self.flagged / self.rows if self.rows else 0.0
         return (f"scored {self.rows} transactions of {which} with {self.model_name} version "
                 f"{self.model_version} (champion): {self.flagged} flagged ({share:.2%}) at threshold "
-                f"{self.threshold:g}\nwrote {self.path} in {self.seconds:.1f} s")
+                f"{self.threshold:g}\nwrote {self.path}" + (f" and {self.table}" if self.table else "")
+                + f" in {self.seconds:.1f} s")
 
 
 def score_batch(settings: Settings, day: dt.date | None = None, alias: str = "champion") -> BatchScoreResult:
@@ -90,8 +95,11 @@ def score_batch(settings: Settings, day: dt.date | None = None, alias: str = "ch
     out["model_version"] = ref.version
     path = settings.data_dir / SCORES_DIR / f"{day:%Y-%m-%d}.parquet" if day else (
         settings.data_dir / SCORES_DIR / "all.parquet")
-    _write_atomic(out[list(OUTPUT_COLUMNS)], path)
-    return BatchScoreResult(path=path, day=day, rows=len(out), flagged=int((scores >= threshold).sum()),
+    out = out[list(OUTPUT_COLUMNS)]
+    _write_atomic(out, path)
+    table = write_table(out, settings.warehouse_uri, day) if settings.warehouse_uri else None
+    return BatchScoreResult(path=path, table=table, day=day, rows=len(out),
+                            flagged=int((scores >= threshold).sum()),
                             model_name=name, model_version=ref.version, threshold=threshold,
                             seconds=time.perf_counter() - start)
 
@@ -123,3 +131,28 @@ def _write_atomic(df: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     df.to_parquet(tmp, index=False)
     tmp.replace(path)
+
+
+def write_table(df: pd.DataFrame, uri: str, day: dt.date | None) -> str:
+    """Replace the day's rows (all rows when `day` is None) of the scores table, atomically."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri)
+    try:
+        with engine.begin() as conn:  # one transaction: delete and insert commit together
+            if sqlalchemy.inspect(conn).has_table(SCORES_TABLE):
+                table = sqlalchemy.table(SCORES_TABLE, sqlalchemy.column("event_timestamp"))
+                delete = sqlalchemy.delete(table)
+                if day is not None:
+                    start = dt.datetime.combine(day, dt.time(), dt.UTC)
+                    delete = delete.where(table.c.event_timestamp >= start,
+                                          table.c.event_timestamp < start + dt.timedelta(days=1))
+                conn.execute(delete)
+            df.to_sql(SCORES_TABLE, conn, if_exists="append", index=False, chunksize=10_000)
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        raise GlueError(f"could not write the scores to table {SCORES_TABLE} in {where}: "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    finally:
+        engine.dispose()
+    return f"{engine.url.database}.{SCORES_TABLE}"

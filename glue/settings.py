@@ -162,6 +162,9 @@ class Settings(BaseModel):
     # as dvc.yaml names them; `glue simulate` points it at its own folder
     outputs_dir: Path
     alert_webhook_url: str | None = None  # drift/decay alerts are POSTed here; logged when unset
+    # SQLAlchemy URL of the database `glue score-batch` also writes its table to (prod: PostgreSQL,
+    # the offline store's database, so scores sit next to the feature snapshots); None: files only
+    warehouse_uri: str | None = None
 
     @property
     def raw_transactions_dir(self) -> Path:
@@ -192,6 +195,7 @@ _OVERRIDABLE = (
     "monitoring_dir",
     "outputs_dir",
     "alert_webhook_url",
+    "warehouse_uri",
 )
 
 # Values the prod profile cannot guess: they name services.
@@ -260,6 +264,21 @@ def _defaults(profile: Profile, project_dir: Path) -> dict[str, Any]:
     return common
 
 
+def _prod_postgres_uri(database: str) -> str:
+    """The prod PostgreSQL (GLUE_POSTGRES_HOST/PORT/USER/PASSWORD, default the local service)."""
+    from sqlalchemy.engine import URL
+
+    url = URL.create(
+        "postgresql+psycopg",
+        username=os.environ.get("GLUE_POSTGRES_USER", "postgres"),
+        password=os.environ.get("GLUE_POSTGRES_PASSWORD") or None,
+        host=os.environ.get("GLUE_POSTGRES_HOST", "127.0.0.1"),
+        port=int(os.environ.get("GLUE_POSTGRES_PORT", "5432")),
+        database=database,
+    )
+    return url.render_as_string(hide_password=False)
+
+
 def load_settings(profile: str | None = None, project_dir: Path | None = None) -> Settings:
     """Build the settings for a profile (default: GLUE_PROFILE, else ``local``)."""
     profile = profile or os.environ.get("GLUE_PROFILE", "local")
@@ -284,6 +303,7 @@ def load_settings(profile: str | None = None, project_dir: Path | None = None) -
             names = ", ".join(ENV_PREFIX + n.upper() for n in missing)
             raise SettingsError(f"profile 'prod' needs {names} (the services' addresses)")
         values.setdefault("mlflow_registry_uri", values["mlflow_tracking_uri"])
+        values.setdefault("warehouse_uri", _prod_postgres_uri("feast"))
     params = load_params(project_dir / PARAMS_FILE)
     try:
         return Settings(profile=profile, project_dir=project_dir, params=params, **values)
