@@ -24,7 +24,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from glue import batch_scoring, demo_data, features, promotion, serving, tracking, training, validation
+from glue import (
+    batch_scoring,
+    demo_data,
+    features,
+    prediction_log,
+    promotion,
+    serving,
+    tracking,
+    training,
+    validation,
+)
 from glue.errors import GlueError
 from glue.settings import DemoParams, Settings, get_settings
 
@@ -115,7 +125,7 @@ def _wait_ready(client: Any, timeout: float = 60.0) -> dict[str, Any]:
 
 def _log_lines(settings: Settings, request_ids: set[str], want: int, timeout: float = 10.0) -> list[dict]:
     """Prediction log lines of these requests, once `want` of them are written (the writer is async)."""
-    folder = settings.state_dir / serving.PREDICTIONS_DIR
+    folder = prediction_log.log_folder(settings)
     deadline = time.monotonic() + timeout
     while True:
         lines = [line for f in sorted(folder.glob("*.jsonl")) for line in f.read_text().splitlines()]
