@@ -71,6 +71,9 @@ def open_store(settings: Settings) -> FeatureStore:
     except Exception as exc:  # FeastConfigError and YAML errors
         raise SettingsError(f"{yaml_file}: invalid Feast configuration: {exc}") from None
     _make_local_dirs(config, repo)
+    # feature_definitions.py picks the data sources' class (FileSource or PostgreSQLSource) from
+    # this variable when Feast imports it; the Feast CLI user exports it (`glue services env`).
+    os.environ["FEAST_OFFLINE_STORE"] = "postgres" if config.offline_store.type == "postgres" else "file"
     store = FeatureStore(repo_path=str(repo), fs_yaml_file=yaml_file)
     mlflow_cfg = store.config.mlflow
     if mlflow_cfg is not None and mlflow_cfg.enabled and not mlflow_cfg.tracking_uri:
@@ -109,34 +112,37 @@ def apply_repo(settings: Settings, store: FeatureStore) -> AppliedRepo:
 def write_snapshot_table(settings: Settings, store: FeatureStore, table: str, df: pd.DataFrame) -> str:
     """Put one snapshot table where the profile's offline store reads it; returns its location."""
     kind = store.config.offline_store.type
+    if kind not in ("file", "postgres"):
+        raise SettingsError(f"{settings.feast_yaml}: offline_store.type '{kind}' is not supported by glue "
+                            "(use file or postgres)")
+    # The Parquet file is written on every profile: it is the file source of the local profile and,
+    # on prod, the DVC-versioned record of exactly what went into the PostgreSQL table.
+    path = Path(settings.features_dir) / f"{table}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    df.to_parquet(tmp, index=False)
+    tmp.replace(path)  # readers never see a half-written file
     if kind == "file":
-        path = Path(settings.features_dir) / f"{table}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".parquet.tmp")
-        df.to_parquet(tmp, index=False)
-        tmp.replace(path)  # readers never see a half-written file
         return str(path)
-    if kind == "postgres":
-        import sqlalchemy
+    import sqlalchemy
 
-        cfg = store.config.offline_store
-        url = sqlalchemy.engine.URL.create(
-            "postgresql+psycopg",
-            username=cfg.user,
-            password=cfg.password or None,
-            host=cfg.host,
-            port=cfg.port,
-            database=cfg.database,
-        )
-        engine = sqlalchemy.create_engine(url)
-        try:
-            df.to_sql(table, engine, schema=cfg.db_schema, if_exists="replace", index=False, chunksize=10_000)
-        finally:
-            engine.dispose()
-        return f"postgres:{cfg.database}.{cfg.db_schema}.{table}"
-    raise SettingsError(
-        f"{settings.feast_yaml}: offline_store.type '{kind}' is not supported by glue (use file or postgres)"
+    cfg = store.config.offline_store
+    url = sqlalchemy.engine.URL.create(
+        "postgresql+psycopg",
+        username=cfg.user,
+        password=cfg.password or None,
+        host=cfg.host,
+        port=cfg.port,
+        database=cfg.database,
     )
+    engine = sqlalchemy.create_engine(url)
+    try:
+        # DDL is transactional in PostgreSQL: a concurrent reader sees the old table until commit
+        with engine.begin() as conn:
+            df.to_sql(table, conn, schema=cfg.db_schema, if_exists="replace", index=False, chunksize=10_000)
+    finally:
+        engine.dispose()
+    return f"postgres:{cfg.database}.{cfg.db_schema}.{table}"
 
 
 def materialize(store: FeatureStore, end: dt.datetime) -> MaterializedWindow:
@@ -176,11 +182,23 @@ def feature_columns(store: FeatureStore, feature_service: str) -> tuple[list[str
 
 
 def historical_features(store: FeatureStore, entity_df: pd.DataFrame, feature_service: str) -> pd.DataFrame:
-    """Feast's point-in-time join of the service's features onto entity_df (full feature names)."""
+    """Feast's point-in-time join of the service's features onto entity_df (full feature names).
+
+    Categorical columns go in as plain strings: the PostgreSQL offline store uploads entity_df
+    as a table and has no column type for Arrow dictionaries.
+    """
+    categorical = [c for c, t in entity_df.dtypes.items() if str(t) == "category"]
+    if categorical:
+        entity_df = entity_df.astype({c: "object" for c in categorical})
     job = store.get_historical_features(
         entity_df=entity_df, features=_service(store, feature_service), full_feature_names=True
     )
-    return job.to_df()
+    df = job.to_df()
+    for column, dtype in df.dtypes.items():
+        # the PostgreSQL offline store answers in naive UTC; the file store keeps the time zone
+        if str(dtype).startswith("datetime64") and getattr(dtype, "tz", None) is None:
+            df[column] = df[column].dt.tz_localize("UTC")
+    return df
 
 
 def online_features(store: FeatureStore, rows: list[dict[str, Any]], feature_service: str) -> pd.DataFrame:
@@ -343,9 +361,8 @@ def _repo_and_yaml(settings: Settings) -> tuple[Path, Path]:
 
 def _check_env_refs(yaml_file: Path) -> None:
     """Feast leaves an unset ${VAR} in place and fails later, far from the cause: fail here."""
-    missing = sorted(
-        {a or b for a, b in _ENV_REF.findall(yaml_file.read_text()) if (a or b) not in os.environ}
-    )
+    text = "\n".join(line.split("#", 1)[0] for line in yaml_file.read_text().splitlines())  # no comments
+    missing = sorted({a or b for a, b in _ENV_REF.findall(text) if (a or b) not in os.environ})
     if missing:
         raise SettingsError(
             f"{yaml_file}: uses environment variable(s) {', '.join(missing)} that are not set"
