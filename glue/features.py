@@ -109,8 +109,10 @@ def build_features(settings: Settings) -> FeaturesResult:
 
     t0 = time.perf_counter()
     tables = {
-        CUSTOMER_TABLE: feature_store.write_snapshot_table(settings, store, CUSTOMER_TABLE, customers),
-        MERCHANT_TABLE: feature_store.write_snapshot_table(settings, store, MERCHANT_TABLE, merchants),
+        CUSTOMER_TABLE: feature_store.write_snapshot_table(settings, store, CUSTOMER_TABLE, customers,
+                                                           keys=("customer_id",)),
+        MERCHANT_TABLE: feature_store.write_snapshot_table(settings, store, MERCHANT_TABLE, merchants,
+                                                           keys=("merchant_id",)),
     }
     seconds["write"] = time.perf_counter() - t0
 
