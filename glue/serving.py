@@ -823,18 +823,27 @@ class _Observe:
         route = scope["path"] if scope["path"] in _ROUTES else "other"
         status = 500
         start = time.perf_counter()
+        observed = False
+
+        def observe() -> None:
+            nonlocal observed
+            if not observed:
+                observed = True
+                self.metrics.requests.labels(route=route, status=str(status)).inc()
+                self.metrics.latency.labels(route=route).observe(time.perf_counter() - start)
 
         async def observed_send(message: dict) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                observe()  # before the last byte leaves: a client that reads /metrics next sees it
             await send(message)
 
         try:
             await self.app(scope, receive, observed_send)
         finally:
-            self.metrics.requests.labels(route=route, status=str(status)).inc()
-            self.metrics.latency.labels(route=route).observe(time.perf_counter() - start)
+            observe()  # the app failed before answering
 
 
 def create_app(settings: Settings, params: ServingParams | None = None) -> FastAPI:
