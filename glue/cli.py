@@ -214,6 +214,59 @@ def airflow_ui_cmd() -> None:
         sys.exit(orchestration.stop_standalone(proc))
 
 
+@cli.group("services")
+def services_group() -> None:
+    """The prod profile's service set as local processes: MLflow server, Airflow with Celery.
+
+    PostgreSQL and Redis must be running (GLUE_POSTGRES_HOST/PORT/USER/PASSWORD, GLUE_REDIS_HOST/PORT;
+    default 127.0.0.1). Ports: GLUE_MLFLOW_PORT (5000), GLUE_AIRFLOW_PORT (8080).
+    """
+
+
+@services_group.command("start")
+def services_start_cmd() -> None:
+    """Create the databases (if absent) and start every service not yet running."""
+    from glue import services
+    from glue.settings import find_project_dir
+
+    services.start(find_project_dir(), echo=click.echo)
+
+
+@services_group.command("stop")
+def services_stop_cmd() -> None:
+    """Stop the service set (SIGTERM, then SIGKILL after 20 s)."""
+    from glue import services
+    from glue.settings import find_project_dir
+
+    services.stop(find_project_dir(), echo=click.echo)
+
+
+@services_group.command("status")
+def services_status_cmd() -> None:
+    """Each service: running (pid) or stopped, and its address."""
+    from glue import services
+    from glue.settings import find_project_dir
+
+    rows = services.status(find_project_dir())
+    for name, pid, address in rows:
+        state = f"running (pid {pid})" if pid else "stopped"
+        click.echo(f"{name:<18} {state:<22} {address}")
+    if not all(pid for _, pid, _ in rows):
+        sys.exit(3)
+
+
+@services_group.command("env")
+def services_env_cmd() -> None:
+    """The exports that point this shell at the set: eval "$(glue services env)"."""
+    import shlex
+
+    from glue import services
+    from glue.settings import find_project_dir
+
+    for key, value in services.shell_env(find_project_dir()).items():
+        click.echo(f"export {key}={shlex.quote(value)}")
+
+
 @cli.command("simulate")
 @click.option("--days", type=int, required=True, help="How many days to run the loop for.")
 @click.option("--shift-day", type=int, default=None, help="0-based day the shift starts.")

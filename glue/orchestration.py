@@ -94,7 +94,10 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__API__HOST": "127.0.0.1",  # a laptop UI, not a service
         }
     else:
+        from glue import services
+
         db = os.environ.get(PROD_DB_ENV, PROD_DB_DEFAULT)
+        env |= services.airflow_prod_env(settings.project_dir)
         env |= {
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db,
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
