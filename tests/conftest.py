@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -42,3 +44,24 @@ def tmp_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     get_settings.cache_clear()
     yield root
     get_settings.cache_clear()
+
+
+def clone_project(root: Path, demo: dict) -> Path:
+    """What a fresh clone holds (config and code, no data, no stores), as a git + DVC repo."""
+    root.mkdir()
+    for name in ("params.yaml", "dvc.yaml", "feature_repo", "dags", "glue", "monitoring", ".dvcignore",
+                 ".gitignore"):
+        src = PROJECT_DIR / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "data"))
+        elif src.exists():
+            shutil.copy2(src, root / name)
+    (root / ".dvc").mkdir()
+    shutil.copy2(PROJECT_DIR / ".dvc" / "config", root / ".dvc" / "config")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["demo"].update(demo)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"],
+                 ["-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-q", "-m", "clone"]):
+        subprocess.run(["git", *args], cwd=root, check=True)
+    return root

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,33 +21,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import clone_project
+
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 GLUE = str(Path(sys.executable).with_name("glue"))
 DVC = str(Path(sys.executable).with_name("dvc"))
 FEAST = str(Path(sys.executable).with_name("feast"))
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def _copy_project(root: Path, demo: dict) -> Path:
-    """What a fresh clone holds (config and code, no data, no stores), as a git + DVC repo."""
-    root.mkdir()
-    for name in ("params.yaml", "dvc.yaml", "feature_repo", "dags", "glue", "monitoring", ".dvcignore",
-                 ".gitignore"):
-        src = PROJECT_DIR / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "data"))
-        elif src.exists():
-            shutil.copy2(src, root / name)
-    (root / ".dvc").mkdir()
-    shutil.copy2(PROJECT_DIR / ".dvc" / "config", root / ".dvc" / "config")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["demo"].update(demo)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"],
-                 ["-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-q", "-m", "clone"]):
-        subprocess.run(["git", *args], cwd=root, check=True)
-    return root
 
 
 def _env(root: Path) -> dict[str, str]:
@@ -72,7 +52,7 @@ def _client(root: Path, db: Path):  # noqa: ANN202
 
 
 def test_glue_run_builds_the_whole_loop_and_dvc_reruns_only_what_changed(tmp_path: Path) -> None:
-    root = _copy_project(tmp_path / "clone", {"days": 40, "transactions_per_day": 600,
+    root = clone_project(tmp_path / "clone", {"days": 40, "transactions_per_day": 600,
                                                "customers": 1500, "merchants": 150})
     out = _run([GLUE, "run"], root)
     assert "promote" in out
@@ -121,7 +101,7 @@ def test_glue_run_builds_the_whole_loop_and_dvc_reruns_only_what_changed(tmp_pat
 def test_simulation_detects_the_shift_retrains_and_gates(tmp_path: Path) -> None:
     # The demo's default size: the default drift policy is tuned for ~1700 transactions a day (a
     # day of a few hundred rows is too noisy for a 0.1 Wasserstein threshold on the aggregates).
-    root = _copy_project(tmp_path / "clone", {})
+    root = clone_project(tmp_path / "clone", {})
     start, shift = 58, 63  # the shift on the 5th simulated day after the first
     out = _run([GLUE, "simulate", "--days", "10", "--shift-day", str(shift), "--start-day", str(start)],
                root, timeout=1800)

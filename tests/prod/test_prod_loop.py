@@ -1,0 +1,215 @@
+"""The prod profile for real: `glue services` starts the set, and the loop runs on it.
+
+Against the PostgreSQL and Redis services running on 127.0.0.1 (DESIGN.md): the set's databases
+get the prefix ``glue_test_`` (dropped and re-created first, so each run starts empty); Feast uses
+its prod configuration (database ``feast``, Redis db 0, project ``fraud``). In order:
+
+1. `glue services start` brings up MLflow (basic auth, proxied artifacts) and Airflow with a Celery
+   worker; anonymous requests to either are refused, the credentials are in a 0600 file;
+2. `glue run` (dvc repro) on prod: features in PostgreSQL and Redis, the run and model in the
+   tracking server, a champion;
+3. a glue_monitoring DAG run triggered through Airflow's REST API, executed by the Celery worker;
+4. `glue serve` on prod answers from Redis with the server's champion;
+5. `glue services stop` leaves no process behind.
+
+~5 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import clone_project
+
+pytestmark = [pytest.mark.prod, pytest.mark.slow]
+
+GLUE = str(Path(sys.executable).with_name("glue"))
+PREFIX = "glue_test_"
+DEMO = {"days": 20, "transactions_per_day": 400, "customers": 800, "merchants": 60, "fraud_rate": 0.04,
+        "label_delay_days": 3}
+LAST_DAY = "2026-01-20"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _fresh_databases() -> None:
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
+        for name in ("mlflow", "mlflow_auth", "airflow"):
+            conn.execute(f'DROP DATABASE IF EXISTS "{PREFIX}{name}" WITH (FORCE)')
+
+
+def _glue(args: list[str], env: dict[str, str], root: Path, timeout: float = 900) -> str:
+    proc = subprocess.run([GLUE, *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    output = f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, f"glue {' '.join(args)} failed:\n{output}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def prod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A fresh clone with the service set running; stopped (and checked stopped) afterwards."""
+    root = clone_project(tmp_path_factory.mktemp("prod") / "clone", DEMO)
+    params = root / "params.yaml"
+    params.write_text(params.read_text().replace("validation_days: 7", "validation_days: 4"))
+    _fresh_databases()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GLUE_", "MLFLOW_", "FEAST_"))}
+    env |= {"PATH": str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""),
+            "GLUE_PROJECT_DIR": str(root), "GLUE_SERVICES_DB_PREFIX": PREFIX, "TQDM_DISABLE": "1",
+            "GLUE_MLFLOW_PORT": str(_free_port()), "GLUE_AIRFLOW_PORT": str(_free_port()),
+            "GX_ANALYTICS_ENABLED": "false"}
+    try:
+        started = _glue(["services", "start"], env, root, timeout=600)
+        assert "airflow-worker: started" in started, started
+        for line in _glue(["services", "env"], env, root).splitlines():
+            key, _, value = line.removeprefix("export ").partition("=")
+            env[key] = value.strip("'")
+        yield root, env
+    finally:
+        subprocess.run([GLUE, "services", "stop"], cwd=root, env=env, capture_output=True, timeout=120)
+    pids = list((root / ".glue" / "prod" / "pids").glob("*.pid"))
+    assert not pids, f"pid files left after stop: {pids}"
+
+
+def _status(url: str, headers: dict[str, str] | None = None, data: bytes | None = None,
+            method: str | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def _airflow_token(root: Path, env: dict[str, str]) -> str:
+    passwords = root / ".glue" / "airflow" / "simple_auth_manager_passwords.json.generated"
+    password = json.loads(passwords.read_text())["admin"]
+    status, body = _status(f"{_airflow(env)}/auth/token", {"content-type": "application/json"},
+                           json.dumps({"username": "admin", "password": password}).encode())
+    assert status in (200, 201), body
+    return json.loads(body)["access_token"]
+
+
+def _airflow(env: dict[str, str]) -> str:
+    return f"http://127.0.0.1:{env['GLUE_AIRFLOW_PORT']}"
+
+
+def test_anonymous_requests_are_refused_and_credentials_are_private(
+        prod: tuple[Path, dict[str, str]]) -> None:
+    root, env = prod
+    mlflow = env["GLUE_MLFLOW_TRACKING_URI"]
+    assert _status(f"{mlflow}/api/2.0/mlflow/experiments/search?max_results=1")[0] == 401
+    assert _status(f"{mlflow}/")[0] == 401  # the UI too
+    assert _status(f"{_airflow(env)}/api/v2/dags")[0] == 401
+    assert _status(f"{_airflow(env)}/auth/token", {"content-type": "application/json"},
+                   json.dumps({"username": "admin", "password": "admin"}).encode())[0] == 401
+
+    import base64
+
+    basic = base64.b64encode(f"admin:{env['MLFLOW_TRACKING_PASSWORD']}".encode()).decode()
+    assert _status(f"{mlflow}/api/2.0/mlflow/experiments/search?max_results=1",
+                   {"Authorization": f"Basic {basic}"})[0] == 200
+    status, body = _status(f"{_airflow(env)}/api/v2/dags",
+                           {"Authorization": f"Bearer {_airflow_token(root, env)}"})
+    assert status == 200
+    assert {d["dag_id"] for d in json.loads(body)["dags"]} >= {"glue_features", "glue_monitoring",
+                                                              "glue_training"}
+
+    credentials = root / ".glue" / "prod" / "credentials.env"
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+    tracked = subprocess.run(["git", "grep", "-l", env["MLFLOW_TRACKING_PASSWORD"]], cwd=root,
+                             capture_output=True, text=True)
+    assert tracked.stdout == ""  # generated, never in the repo
+
+
+def test_glue_run_on_the_services(prod: tuple[Path, dict[str, str]]) -> None:
+    from mlflow import MlflowClient
+
+    root, env = prod
+    out = _glue(["run"], env, root)
+    assert "PROMOTED" in out, out[-3000:]
+
+    os.environ.update({k: env[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")})
+    client = MlflowClient(env["GLUE_MLFLOW_TRACKING_URI"], env["GLUE_MLFLOW_TRACKING_URI"])
+    champion = client.get_model_version_by_alias("fraud-detector", "champion")
+    run = client.get_run(champion.run_id)
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied by the server
+    assert champion.tags["glue.feast_feature_service"] == "fraud_model_v1"
+    assert (root / ".glue" / "prod" / "mlartifacts").is_dir()
+
+    feast = subprocess.run([str(Path(sys.executable).with_name("feast")), "-f", "prod/feature_store.yaml",
+                            "feature-views", "list"], cwd=root / "feature_repo", env=env,
+                           capture_output=True, text=True)
+    assert feast.returncode == 0, feast.stderr
+    assert "customer_transactions" in feast.stdout and "merchant_risk" in feast.stdout
+
+
+def test_a_dag_run_through_the_api_is_executed_by_the_celery_worker(
+        prod: tuple[Path, dict[str, str]]) -> None:
+    root, env = prod
+    headers = {"Authorization": f"Bearer {_airflow_token(root, env)}", "content-type": "application/json"}
+    base = f"{_airflow(env)}/api/v2/dags/glue_monitoring"
+    assert _status(base, headers, json.dumps({"is_paused": False}).encode(), "PATCH")[0] == 200
+    run_id = f"prod-test-{uuid.uuid4().hex[:8]}"
+    trigger = {"logical_date": f"{LAST_DAY}T00:00:00Z", "dag_run_id": run_id}
+    status, body = _status(f"{base}/dagRuns", headers, json.dumps(trigger).encode())
+    assert status == 200, body
+    deadline = time.monotonic() + 420
+    state = "queued"
+    while state not in ("success", "failed") and time.monotonic() < deadline:
+        time.sleep(5)
+        state = json.loads(_status(f"{base}/dagRuns/{run_id}", headers)[1])["state"]
+    tasks = json.loads(_status(f"{base}/dagRuns/{run_id}/taskInstances", headers)[1])["task_instances"]
+    states = {t["task_id"]: t["state"] for t in tasks}
+    assert state == "success", states
+    assert states["check"] == "success"
+    worker_log = (root / ".glue" / "prod" / "logs" / "airflow-worker.log").read_text()
+    assert run_id in worker_log  # the Celery worker ran it, not the scheduler's process
+
+
+def test_glue_serve_answers_from_redis_with_the_servers_champion(
+        prod: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from glue import features, serving
+    from glue.settings import load_settings
+
+    root, env = prod
+    for key, value in env.items():
+        if key.startswith(("GLUE_", "MLFLOW_", "FEAST_")):
+            monkeypatch.setenv(key, value)
+    settings = load_settings("prod", root)
+    assert settings.feast_yaml.name == "feature_store.yaml" and settings.feast_yaml.parent.name == "prod"
+    tx = features.read_transactions(settings).tail(5)
+    body = {"transactions": [
+        {"transaction_id": str(r.transaction_id), "customer_id": int(r.customer_id),
+         "merchant_id": int(r.merchant_id), "amount": float(r.amount), "channel": str(r.channel),
+         "card_present": bool(r.card_present), "event_timestamp": f"{LAST_DAY}T23:00:00Z"}
+        for r in tx.itertuples()]}
+    with TestClient(serving.create_app(settings, serving.ServingParams(poll_seconds=0.5))) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        answer = client.post("/predict", json=body)
+    assert answer.status_code == 200, answer.text
+    predictions = answer.json()["predictions"]
+    assert len(predictions) == 5 and all(p["arm"] == "champion" for p in predictions)
+    assert answer.json()["model"]["alias"] == "champion"
