@@ -68,8 +68,6 @@ def _glue(args: list[str], env: dict[str, str], root: Path, timeout: float = 900
 def prod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
     """A fresh clone with the service set running; stopped (and checked stopped) afterwards."""
     root = clone_project(tmp_path_factory.mktemp("prod") / "clone", DEMO)
-    params = root / "params.yaml"
-    params.write_text(params.read_text().replace("validation_days: 7", "validation_days: 4"))
     _fresh_databases()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GLUE_", "MLFLOW_", "FEAST_"))}
     env |= {"PATH": str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""),
