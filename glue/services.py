@@ -190,6 +190,7 @@ def glue_env(state: Path, creds: dict[str, str]) -> dict[str, str]:
         "MLFLOW_TRACKING_USERNAME": creds["MLFLOW_TRACKING_USERNAME"],
         "MLFLOW_TRACKING_PASSWORD": creds["MLFLOW_TRACKING_PASSWORD"],
         "FEAST_POSTGRES_HOST": pg["GLUE_POSTGRES_HOST"],
+        "FEAST_POSTGRES_PASSWORD": pg["GLUE_POSTGRES_PASSWORD"],
         "FEAST_REDIS_HOST": os.environ.get("GLUE_REDIS_HOST", "127.0.0.1"),
         "FEAST_OFFLINE_STORE": "postgres",
         "GLUE_AIRFLOW_DB_URI": database_uri("airflow", "postgresql+psycopg2"),

@@ -3,11 +3,11 @@
 1. `glue run` (dvc repro + push) from nothing: Feast views applied and materialized, an MLflow run
    with its artifacts, a champion carrying every lineage tag; a second `dvc repro` re-runs nothing
    and a changed model parameter re-runs only train and promote.
-2. `glue simulate`: day by day through the real Airflow DAGs, a spending shift on day 5: no
+2. `glue simulate`: day by day through the real Airflow DAGs, a spending shift on day 4: no
    retrain before it, drift caught within 2 days, a retrained challenger gated, reports in MLflow.
 
 The first test runs a smaller demo than the default to save time; the simulation runs the
-default size, the one the default monitoring policy is tuned for (~10 minutes on 2 cores).
+default size, the one the default monitoring policy is tuned for (~7 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -102,12 +102,12 @@ def test_simulation_detects_the_shift_retrains_and_gates(tmp_path: Path) -> None
     # The demo's default size: the default drift policy is tuned for ~1700 transactions a day (a
     # day of a few hundred rows is too noisy for a 0.1 Wasserstein threshold on the aggregates).
     root = clone_project(tmp_path / "clone", {})
-    start, shift = 58, 63  # the shift on the 5th simulated day after the first
-    out = _run([GLUE, "simulate", "--days", "10", "--shift-day", str(shift), "--start-day", str(start)],
+    start, shift, n = 60, 63, 6  # three quiet days, the shift, two days to catch it
+    out = _run([GLUE, "simulate", "--days", str(n), "--shift-day", str(shift), "--start-day", str(start)],
                root, timeout=1800)
     table = [line.split() for line in out.splitlines() if line.strip()[:2].isdigit()]
     days = {int(cols[0]): {"drift": cols[2], "retrain": cols[4], "promoted": cols[5]} for cols in table}
-    assert sorted(days) == list(range(start, start + 10)), out
+    assert sorted(days) == list(range(start, start + n)), out
 
     assert all(days[d]["retrain"] == "no" for d in range(start, shift)), out  # quiet before the shift
     assert any(days[d]["drift"] == "yes" for d in (shift, shift + 1)), out  # caught within 2 days
@@ -125,12 +125,12 @@ def test_simulation_detects_the_shift_retrains_and_gates(tmp_path: Path) -> None
         champion_now = client.get_model_version_by_alias("fraud-detector", "champion").version
         assert (not promoted) or int(champion_now) >= int(v.version)
     # Reports: Evidently HTML on disk for every day, and logged to the monitoring experiment.
-    for d in range(start, start + 10):
+    for d in range(start, start + n):
         day_dir = sorted((staging / "monitoring").iterdir())[d - start]
         assert (day_dir / "drift.html").stat().st_size > 10_000
         assert json.loads((day_dir / "decision.json").read_text())["decision"]
     experiment = client.get_experiment_by_name("fraud-monitoring")
     runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 10
+    assert len(runs) == n
     logged = {a.path for a in client.list_artifacts(runs[0].info.run_id, "monitoring")}
     assert {"monitoring/drift.html", "monitoring/decision.json", "monitoring/metrics.prom"} <= logged

@@ -22,7 +22,8 @@ ONE_SHOT = {"airflow-init"}  # services that run once and exit
 def test_compose_parses_and_names_the_prod_services() -> None:
     services = set(COMPOSE["services"])
     assert {"postgres", "redis", "mlflow", "airflow-api-server", "airflow-scheduler",
-            "airflow-dag-processor", "airflow-triggerer", "airflow-worker", "feature-server"} <= services
+            "airflow-dag-processor", "airflow-triggerer", "airflow-worker", "feature-server",
+            "model-server"} <= services
 
 
 def test_compose_refers_only_to_files_that_exist() -> None:
@@ -39,9 +40,18 @@ def test_compose_refers_only_to_files_that_exist() -> None:
                 assert source in COMPOSE.get("volumes", {}), f"{name}: undeclared volume {source}"
 
 
+def test_paths_in_commands_exist_in_the_project() -> None:
+    """The image holds the project at /app: every /app/... a command names must be in the repo."""
+    text = (INFRA / "docker-compose.yml").read_text()
+    for path in re.findall(r"/app/([\w./-]+\.(?:yaml|yml|py|toml))", text):
+        assert (PROJECT_DIR / path).is_file(), f"infra/docker-compose.yml names /app/{path}, not in the repo"
+
+
 def test_compose_takes_every_secret_from_the_env_file() -> None:
     text = (INFRA / "docker-compose.yml").read_text()
-    for match in re.finditer(r"(PASSWORD|SECRET|_KEY)[A-Z_]*:\s*(\S+)", text):
+    for match in re.finditer(r"(\w*(?:PASSWORD|SECRET|_KEY)\w*):\s*(\S+)", text):
+        if match.group(1).endswith("_FILE"):
+            continue  # where a secret is kept, not the secret
         value = match.group(2)
         assert value.startswith("${") and ":?" in value, f"{match.group(0)}: not required from the env"
     example = (INFRA / ".env.example").read_text()
