@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import prometheus_client  # noqa: F401 - before any Feast import; see below
 import pytest
 import yaml
 
@@ -14,6 +15,11 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 # Files and folders a test project needs; data and stores are created fresh inside it.
 _PROJECT_FILES = ("params.yaml", "dvc.yaml", "feature_repo")
+
+# Importing feast.metrics sets PROMETHEUS_MULTIPROC_DIR, which makes a prometheus_client imported
+# after it keep metric values in per-process files shared by every metric of the same name: the
+# apps several tests create in one process would then count each other's requests. `glue serve`
+# imports prometheus_client before Feast; so does this test process, by the import above.
 
 # Keep the tools quiet and offline in tests.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")

@@ -99,6 +99,17 @@ def known(project: Settings) -> pd.DataFrame:
     return tx[tx["event_timestamp"] >= last].drop_duplicates("customer_id").reset_index(drop=True)
 
 
+PREDICT_200 = 'glue_serve_requests_total{route="/predict",status="200"}'
+
+
+def _sample(metrics: str, name: str) -> float:
+    """The value of one sample in Prometheus text, 0 when absent."""
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def _txn(row: Any, **changes: Any) -> dict[str, Any]:
     body = {"transaction_id": str(row.transaction_id), "customer_id": int(row.customer_id),
             "merchant_id": int(row.merchant_id), "amount": float(row.amount), "channel": str(row.channel),
@@ -205,7 +216,7 @@ def test_predicts_one_transaction_and_a_batch(project: Settings, known: pd.DataF
                 assert value == pytest.approx(expected[column], nan_ok=True), column
 
         metrics = client.get("/metrics").text
-    assert 'glue_serve_requests_total{route="/predict",status="200"} 4.0' in metrics
+    assert _sample(metrics, PREDICT_200) == 4.0
     assert 'glue_serve_request_latency_seconds_bucket{le="0.005",route="/predict"}' in metrics
     assert f'glue_serve_model_version{{alias="champion",model="{MODEL}"}} {float(version)}' in metrics
     assert 'glue_serve_predictions_total{arm="champion"} 53.0' in metrics
