@@ -6,10 +6,14 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import prometheus_client  # noqa: F401 - before any Feast import; see below
 import pytest
 import yaml
+
+if TYPE_CHECKING:
+    from glue.settings import Settings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -71,3 +75,36 @@ def clone_project(root: Path, demo: dict) -> Path:
                  ["-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-q", "-m", "clone"]):
         subprocess.run(["git", *args], cwd=root, check=True)
     return root
+
+
+def build_small_champion_project(root: Path) -> Settings:
+    """A tiny built project in `root` (selected through GLUE_PROJECT_DIR by the caller): 15 demo
+    days x 200 transactions validated, features materialized online, a small model trained and
+    promoted (champion version 1). ~40 s; for tests about what sits on top of a champion.
+    """
+    from glue import demo_data, features, promotion, training, validation
+    from glue.settings import DemoParams, get_settings
+
+    params_file = root / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["train"]["validation_days"] = 5  # the tests are not about model quality
+    params["train"]["model"]["params"]["max_iter"] = 60
+    params_file.write_text(yaml.safe_dump(params))
+    get_settings.cache_clear()
+    settings = get_settings()
+    demo_data.generate(DemoParams(days=15, transactions_per_day=200, customers=300, merchants=40,
+                                  fraud_rate=0.05, label_delay_days=2, seed=11), settings.raw_dir)
+    validation.validate_batches(settings)
+    features.build_features(settings)
+    with one_openmp_thread():
+        training.train(settings)
+    assert promotion.evaluate_and_promote(settings).promoted
+    return settings
+
+
+def one_openmp_thread() -> Any:
+    """Small fits on a shared 2-core host: OpenMP threads only wait for each other (30 s -> 5 s)."""
+    import sklearn.ensemble  # noqa: F401 - loads the OpenMP runtime the limit applies to
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="openmp")

@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from glue import demo_data, features, orchestration, promotion, training, validation
-from glue.settings import DemoParams, Settings, get_settings
+from glue import orchestration
+from glue.settings import Settings, get_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -125,29 +124,17 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A project with a champion (version 1) in its sqlite MLflow store and the DAGs in dags/.
 
-    The same build as tests/integration/test_serving.py's `project` fixture, plus a copy of dags/
+    tests/conftest.py's small champion project (as test_serving uses), plus a copy of dags/
     (the Airflow DAG folder of the local profile is <project>/dags).
     """
-    from tests.conftest import copy_project_config
+    from tests.conftest import build_small_champion_project, copy_project_config
 
     root = copy_project_config(tmp_path_factory.mktemp("browser") / "project")
     shutil.copytree(REPO_DIR / "dags", root / "dags", ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["train"]["validation_days"] = 5  # the tests are about the UIs, not model quality
-    params["train"]["model"]["params"]["max_iter"] = 60
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
     mp = pytest.MonkeyPatch()
     mp.setenv("GLUE_PROJECT_DIR", str(root))
     mp.delenv("GLUE_PROFILE", raising=False)
-    get_settings.cache_clear()
-    settings = get_settings()
-    demo_data.generate(DemoParams(days=15, transactions_per_day=200, customers=300, merchants=40,
-                                  fraud_rate=0.05, label_delay_days=2, seed=11), settings.raw_dir)
-    validation.validate_batches(settings)
-    features.build_features(settings)
-    with _one_openmp_thread():
-        training.train(settings)
-    assert promotion.evaluate_and_promote(settings).promoted
+    settings = build_small_champion_project(root)
     yield settings
     get_settings.cache_clear()
     mp.undo()
@@ -398,14 +385,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _one_openmp_thread() -> Any:
-    """Small fits on a shared 2-core host: OpenMP threads only wait for each other."""
-    import sklearn.ensemble  # noqa: F401 - loads the OpenMP runtime the limit applies to
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="openmp")
 
 
 def _tail(log: Path, lines: int = 30) -> str:

@@ -22,21 +22,18 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import yaml
 
 from glue import (
     batch_scoring,
-    demo_data,
     features,
     prediction_log,
     promotion,
     serving,
     tracking,
     training,
-    validation,
 )
 from glue.errors import GlueError
-from glue.settings import DemoParams, Settings, get_settings
+from glue.settings import Settings, get_settings
 
 pytestmark = pytest.mark.slow
 
@@ -51,44 +48,19 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     Module-scoped (the function-scoped `tmp_project` fixture would rebuild it for every test);
     it copies the same files as tests/conftest.py does.
     """
-    from tests.conftest import copy_project_config
+    from tests.conftest import build_small_champion_project, copy_project_config
 
     root = copy_project_config(tmp_path_factory.mktemp("serving") / "project")
-    _smaller_model(root / "params.yaml")
     mp = pytest.MonkeyPatch()
     mp.setenv("GLUE_PROJECT_DIR", str(root))
     mp.delenv("GLUE_PROFILE", raising=False)
     for name in (serving.ENV_MODE, serving.ENV_CHALLENGER_WEIGHT):
         mp.delenv(name, raising=False)
     mp.setenv(serving.ENV_POLL_SECONDS, "0.2")
-    get_settings.cache_clear()
-    settings = get_settings()
-    demo_data.generate(DemoParams(days=15, transactions_per_day=200, customers=300, merchants=40,
-                                  fraud_rate=0.05, label_delay_days=2, seed=11), settings.raw_dir)
-    validation.validate_batches(settings)
-    features.build_features(settings)
-    with _one_openmp_thread():
-        training.train(settings)
-    assert promotion.evaluate_and_promote(settings).promoted
+    settings = build_small_champion_project(root)
     yield settings
     get_settings.cache_clear()
     mp.undo()
-
-
-def _one_openmp_thread() -> Any:
-    """Small fits on a shared 2-core host: OpenMP threads only wait for each other (30 s -> 5 s)."""
-    import sklearn.ensemble  # noqa: F401 - loads the OpenMP runtime the limit applies to
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="openmp")
-
-
-def _smaller_model(params_file: Path) -> None:
-    """Fewer boosting rounds and validation days: the tests are about serving, not model quality."""
-    params = yaml.safe_load(params_file.read_text())
-    params["train"]["validation_days"] = 5
-    params["train"]["model"]["params"]["max_iter"] = 60
-    params_file.write_text(yaml.safe_dump(params))
 
 
 @pytest.fixture(scope="module")
