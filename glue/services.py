@@ -46,6 +46,9 @@ from glue.errors import GlueError
 POSTGRES_ENV = {"GLUE_POSTGRES_HOST": "127.0.0.1", "GLUE_POSTGRES_PORT": "5432",
                 "GLUE_POSTGRES_USER": "postgres"}
 DATABASES = ("mlflow", "mlflow_auth", "feast", "airflow")
+# the processes of the set, in start order (see services())
+SERVICE_NAMES = ("mlflow", "airflow-api", "airflow-scheduler", "airflow-dags", "airflow-triggerer",
+                 "airflow-worker")
 MLFLOW_PORT_ENV, AIRFLOW_PORT_ENV = "GLUE_MLFLOW_PORT", "GLUE_AIRFLOW_PORT"
 ADMIN = "admin"
 
@@ -81,11 +84,10 @@ def postgres(name: str = "") -> dict[str, str]:
 
 
 def database_uri(name: str, driver: str = "postgresql") -> str:
-    """A SQLAlchemy URL of one of the set's databases."""
-    pg = postgres(name)
-    password = pg["GLUE_POSTGRES_PASSWORD"]
-    auth = pg["GLUE_POSTGRES_USER"] + (f":{password}" if password else "")
-    return f"{driver}://{auth}@{pg['GLUE_POSTGRES_HOST']}:{pg['GLUE_POSTGRES_PORT']}/{pg['database']}"
+    """A SQLAlchemy URL of one of the set's databases (GLUE_SERVICES_DB_PREFIX applied)."""
+    from glue.settings import postgres_uri
+
+    return postgres_uri(postgres(name)["database"], driver)
 
 
 def ensure_databases(names: tuple[str, ...] = DATABASES) -> list[str]:
@@ -110,10 +112,14 @@ def ensure_databases(names: tuple[str, ...] = DATABASES) -> list[str]:
     return created
 
 
+def redis() -> tuple[str, int]:
+    """Host and port of the Redis service (GLUE_REDIS_HOST/PORT, else the local service)."""
+    return os.environ.get("GLUE_REDIS_HOST", "127.0.0.1"), int(os.environ.get("GLUE_REDIS_PORT", "6379"))
+
+
 def check_redis() -> str:
     """The Redis address, after a PING answered PONG."""
-    host = os.environ.get("GLUE_REDIS_HOST", "127.0.0.1")
-    port = int(os.environ.get("GLUE_REDIS_PORT", "6379"))
+    host, port = redis()
     try:
         with socket.create_connection((host, port), timeout=5) as sock:
             sock.sendall(b"PING\r\n")
@@ -191,11 +197,10 @@ def glue_env(state: Path, creds: dict[str, str]) -> dict[str, str]:
         "MLFLOW_TRACKING_PASSWORD": creds["MLFLOW_TRACKING_PASSWORD"],
         "FEAST_POSTGRES_HOST": pg["GLUE_POSTGRES_HOST"],
         "FEAST_POSTGRES_PASSWORD": pg["GLUE_POSTGRES_PASSWORD"],
-        "FEAST_REDIS_HOST": os.environ.get("GLUE_REDIS_HOST", "127.0.0.1"),
+        "FEAST_REDIS_HOST": redis()[0],
         "FEAST_OFFLINE_STORE": "postgres",
         "GLUE_AIRFLOW_DB_URI": database_uri("airflow", "postgresql+psycopg2"),
-        "GLUE_AIRFLOW_BROKER_URL": "redis://{}:{}/1".format(os.environ.get("GLUE_REDIS_HOST", "127.0.0.1"),
-                                                            os.environ.get("GLUE_REDIS_PORT", "6379")),
+        "GLUE_AIRFLOW_BROKER_URL": "redis://{}:{}/1".format(*redis()),
     }
 
 
@@ -242,7 +247,7 @@ def services(project_dir: Path) -> list[Service]:
     def airflow_service(name: str, args: list[str], ready: Callable[[], bool], address: str = "") -> Service:
         return Service(name=name, command=[_bin("airflow"), *args], env=airflow, ready=ready, address=address)
 
-    return [
+    procs = [
         mlflow,
         airflow_service("airflow-api", ["api-server"],
                         lambda: _http_ok(f"{airflow_url()}/api/v2/monitor/health"), airflow_url()),
@@ -252,6 +257,8 @@ def services(project_dir: Path) -> list[Service]:
         airflow_service("airflow-worker", ["celery", "worker", "--concurrency", "2"],
                         lambda: _celery_up(airflow), "redis broker db 1"),
     ]
+    assert tuple(p.name for p in procs) == SERVICE_NAMES
+    return procs
 
 
 def start(project_dir: Path, echo: Callable[[str], None] = print) -> dict[str, str]:
@@ -310,10 +317,8 @@ def stop(project_dir: Path, echo: Callable[[str], None] = print, grace: float = 
 def status(project_dir: Path) -> list[tuple[str, int | None, str]]:
     """(name, pid or None, address) of each service."""
     state = state_dir(project_dir)
-    names = ("mlflow", "airflow-api", "airflow-scheduler", "airflow-dags", "airflow-triggerer",
-             "airflow-worker")
     addresses = {"mlflow": mlflow_url(), "airflow-api": airflow_url()}
-    return [(name, _pid(state, name), addresses.get(name, "")) for name in names]
+    return [(name, _pid(state, name), addresses.get(name, "")) for name in SERVICE_NAMES]
 
 
 def shell_env(project_dir: Path) -> dict[str, str]:

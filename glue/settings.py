@@ -264,12 +264,13 @@ def _defaults(profile: Profile, project_dir: Path) -> dict[str, Any]:
     return common
 
 
-def _prod_postgres_uri(database: str) -> str:
-    """The prod PostgreSQL (GLUE_POSTGRES_HOST/PORT/USER/PASSWORD, default the local service)."""
+def postgres_uri(database: str, driver: str = "postgresql+psycopg") -> str:
+    """A database on the prod PostgreSQL (GLUE_POSTGRES_HOST/PORT/USER/PASSWORD, default the local
+    service), as a SQLAlchemy URL; glue/services.py builds the service set's URLs with it too."""
     from sqlalchemy.engine import URL
 
     url = URL.create(
-        "postgresql+psycopg",
+        driver,
         username=os.environ.get("GLUE_POSTGRES_USER", "postgres"),
         password=os.environ.get("GLUE_POSTGRES_PASSWORD") or None,
         host=os.environ.get("GLUE_POSTGRES_HOST", "127.0.0.1"),
@@ -303,7 +304,7 @@ def load_settings(profile: str | None = None, project_dir: Path | None = None) -
             names = ", ".join(ENV_PREFIX + n.upper() for n in missing)
             raise SettingsError(f"profile 'prod' needs {names} (the services' addresses)")
         values.setdefault("mlflow_registry_uri", values["mlflow_tracking_uri"])
-        values.setdefault("warehouse_uri", _prod_postgres_uri("feast"))
+        values.setdefault("warehouse_uri", postgres_uri("feast"))
     params = load_params(project_dir / PARAMS_FILE)
     try:
         return Settings(profile=profile, project_dir=project_dir, params=params, **values)
