@@ -94,10 +94,8 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__API__HOST": "127.0.0.1",  # a laptop UI, not a service
         }
     else:
-        from glue import services
-
         db = os.environ.get(PROD_DB_ENV, PROD_DB_DEFAULT)
-        env |= services.airflow_prod_env(settings.project_dir)
+        env |= airflow_prod_env(settings.project_dir)
         env |= {
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db,
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
@@ -114,6 +112,29 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         if name.startswith(ENV_PREFIX) and name not in env:
             env[name] = value
     return env
+
+
+def airflow_prod_env(project_dir: Path) -> dict[str, str]:
+    """Airflow settings every prod Airflow process shares: one admin user, API address, JWT secret.
+
+    Part of the prod profile's :func:`airflow_env`, so `glue airflow` commands, the processes of
+    `glue services` and a user's `airflow` CLI agree on who may do what.
+    """
+    from glue import service_state
+
+    creds = service_state.credentials(service_state.state_dir(project_dir))
+    url = service_state.airflow_url()
+    return {
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{service_state.ADMIN}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__API_AUTH__JWT_SECRET": creds["GLUE_AIRFLOW_JWT_SECRET"],
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": url.rsplit(":", 1)[1],
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API__BASE_URL": url,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+    }
 
 
 def init_airflow(settings: Settings, *, force: bool = False) -> Path:
