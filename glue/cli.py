@@ -140,6 +140,22 @@ def run_cmd(force: bool, no_push: bool) -> None:
     click.echo(result.summary())
 
 
+@cli.command("profile")
+@click.option("--write", "path", type=click.Path(path_type=Path), default=None,
+              help="Also write the record to this file (the `profile` stage of dvc.yaml).")
+def profile_cmd(path: Path | None) -> None:
+    """Show which stores the active profile writes to (MLflow registry, Feast registry and stores)."""
+    import json
+
+    from glue import pipeline
+    from glue.settings import get_settings
+
+    settings = get_settings()
+    if path is not None:
+        pipeline.write_profile_record(settings, path)
+    click.echo(json.dumps(pipeline.profile_record(settings), indent=2, sort_keys=True))
+
+
 @cli.command("monitor")
 @click.option("--date", "day", default=None, metavar="YYYY-MM-DD",
               help="The day to check (default: the last day with validated transactions).")

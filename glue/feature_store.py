@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glue.errors import GlueError, SettingsError
+from glue.settings import feast_prod_env
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,6 +66,8 @@ def open_store(settings: Settings) -> FeatureStore:
     from feast.repo_config import load_repo_config
 
     repo, yaml_file = _repo_and_yaml(settings)
+    for name, value in feast_prod_env().items():  # the service settings, where FEAST_* is not set
+        os.environ.setdefault(name, value)
     _check_env_refs(yaml_file)
     try:
         config = load_repo_config(repo, yaml_file)
@@ -187,6 +190,20 @@ def feature_columns(store: FeatureStore, feature_service: str) -> tuple[list[str
             columns.append(f"{projection.name_to_use()}__{feature.name}")
             refs.append(f"{projection.name_to_use()}:{feature.name}")
     return columns, refs
+
+
+def missing_online(store: FeatureStore, feature_service: str) -> list[str]:
+    """What the store lacks for serving the service: the service itself, or its online views that were
+    never materialized. Empty when `feast apply` and a materialization both reached this store."""
+    from feast.errors import FeatureServiceNotFoundException
+
+    try:
+        service = store.get_feature_service(feature_service, allow_cache=False)
+    except FeatureServiceNotFoundException:
+        return [f"feature service {feature_service}"]
+    online = {fv.name: fv for fv in store.list_feature_views(allow_cache=False) if fv.online}
+    return [f"feature view {p.name} (never materialized)" for p in service.feature_view_projections
+            if p.name in online and online[p.name].most_recent_end_time is None]
 
 
 def historical_features(store: FeatureStore, entity_df: pd.DataFrame, feature_service: str) -> pd.DataFrame:

@@ -3,17 +3,37 @@
 The pipeline's order and caching belong to DVC (dvc.yaml); this module only starts it, pushes the
 versioned data to the profile's DVC remote and gathers the metrics files the stages wrote, so the
 CLI can print one summary.
+
+Profiles and DVC: the stages that write to stores (Feast's registry and online store, MLflow's
+registry) depend on ``.glue/profile.json``, written by the always-run ``profile`` stage from
+:func:`profile_record`: which stores the active profile means, no secrets. Switching profile changes
+that file, so `dvc repro` re-runs those stages against the new stores. DVC still cannot see inside
+the stores, so `glue run` then asks them (:func:`missing_in_stores`) whether they hold what the
+pipeline's records say, re-runs from the first stage whose work is missing, and fails rather than
+report a champion or features the active stores do not have.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from glue import versioning
-from glue.settings import Settings
+from glue.errors import GlueError
+from glue.settings import Settings, feast_prod_env
+
+PROFILE_RECORD = Path(".glue/profile.json")  # under the project: the `profile` stage's output
+# The stages that write to the profile's stores, in pipeline order (each depends on PROFILE_RECORD).
+STORE_STAGES = ("features", "train", "evaluate", "promote")
+MODEL_RECORD = Path("model/challenger.json")  # under data_dir: what the train stage registered
+GATE_RECORD = Path("metrics/gate.json")  # under the project: what the promote stage decided
 
 METRICS_DIR = "metrics"
 # What the summary shows of each metrics file (all its numbers for a file not listed here).
@@ -34,24 +54,42 @@ class RunResult:
     data_version: str | None
     metrics: dict[str, dict] = field(default_factory=dict)
     tracking_uri: str = ""
+    # the champion as the active profile's registry holds it after the run: (name, version) or None
+    champion: tuple[str, str] | None = None
+    registry: str = ""
+    rerun_from: str | None = None  # the stage re-run because the stores lacked its work
 
     def summary(self) -> str:
         lines = [f"loop finished in {self.seconds:.1f} s; raw data version {self.data_version}"]
+        if self.rerun_from:
+            lines.append(f"  the stores lacked earlier work: re-ran from stage {self.rerun_from}")
         for name, values in sorted(self.metrics.items()):
             keys = _SHOWN.get(name) or [k for k, v in values.items() if not isinstance(v, dict | list)]
             shown = ", ".join(f"{k}={_fmt(values[k])}" for k in keys if k in values)
             if shown:
                 lines.append(f"  {name}: {shown}")
         ui = f", `mlflow ui --backend-store-uri {self.tracking_uri}`" if self.tracking_uri else ""
+        held = f"{self.champion[0]} version {self.champion[1]}" if self.champion else "none"
+        lines.append(f"  champion in {self.registry}: {held}")
         lines.append(f"next: `dvc metrics show`, `dvc plots show`{ui}")
         return "\n".join(lines)
 
 
 def run_loop(settings: Settings, *, force: bool = False, push: bool = True) -> RunResult:
-    """Reproduce every stage that is out of date, then push the data to the DVC remote."""
+    """Reproduce every stage that is out of date, make sure the active stores hold what the stages
+    recorded (re-running from the first that they do not), then push the data to the DVC remote."""
     start = time.perf_counter()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     versioning.reproduce(settings.project_dir, force=force)
+    missing = missing_in_stores(settings)
+    first = None
+    if missing:
+        first = min(missing, key=STORE_STAGES.index)
+        versioning.reproduce(settings.project_dir, first, force=True, downstream=True)
+        still = missing_in_stores(settings)
+        if still:
+            raise GlueError(f"after re-running from stage '{first}', the {settings.profile} profile's stores "
+                            f"still lack: {_listed(still)}")
     if push:
         remote = versioning.ensure_remote(settings.project_dir, settings.profile, settings.dvc_remote)
         versioning.push(settings.project_dir, remote)
@@ -60,7 +98,107 @@ def run_loop(settings: Settings, *, force: bool = False, push: bool = True) -> R
         data_version=versioning.data_version(settings.project_dir),
         metrics=_read_metrics(settings.project_dir / METRICS_DIR),
         tracking_uri=settings.mlflow_tracking_uri if settings.profile == "local" else "",
+        champion=_champion(settings),
+        registry=_portable(settings.mlflow_registry_uri, settings.project_dir),
+        rerun_from=first,
     )
+
+
+def profile_record(settings: Settings) -> dict[str, Any]:
+    """Which stores the active profile writes to, as DVC should see them: no secrets, and paths
+    inside the project relative to it (so the same profile gives the same record on every machine)."""
+    feast = yaml.safe_load(_expand(Path(settings.feast_yaml).read_text())) or {}
+    return {
+        "profile": settings.profile,
+        "mlflow_tracking_uri": _portable(settings.mlflow_tracking_uri, settings.project_dir),
+        "mlflow_registry_uri": _portable(settings.mlflow_registry_uri, settings.project_dir),
+        "feast_yaml": _portable(str(settings.feast_yaml), settings.project_dir),
+        "feast_project": feast.get("project"),
+        "feast_registry": _public(feast.get("registry"), settings.project_dir),
+        "feast_offline_store": _public(feast.get("offline_store"), settings.project_dir),
+        "feast_online_store": _public(feast.get("online_store"), settings.project_dir),
+    }
+
+
+def write_profile_record(settings: Settings, path: Path | None = None) -> Path:
+    """Write :func:`profile_record` for the `profile` stage of dvc.yaml (same profile, same bytes)."""
+    path = path or settings.project_dir / PROFILE_RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(profile_record(settings), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def missing_in_stores(settings: Settings) -> dict[str, str]:
+    """Stage -> what the active profile's stores lack of the work that stage's records claim.
+
+    Checks what DVC cannot see: that the Feast registry holds the model's feature service with its
+    online views materialized, that the MLflow registry holds the version data/model/challenger.json
+    names (from the same run), and the champion that metrics/gate.json says was promoted.
+    """
+    from glue import feature_store, tracking
+
+    missing: dict[str, str] = {}
+    model_record = settings.data_dir / MODEL_RECORD
+    gate_record = settings.project_dir / GATE_RECORD
+    if not model_record.is_file():
+        return missing  # the pipeline has not trained yet: nothing is claimed
+    store = feature_store.open_store(settings)
+    lacking = feature_store.missing_online(store, settings.params.features.feature_service)
+    if lacking:
+        missing["features"] = f"Feast ({settings.feast_yaml.name}): {', '.join(lacking)}"
+    tracking.configure(settings)
+    record = json.loads(model_record.read_text())
+    name, version = record["registered_model"], str(record["version"])
+    held = tracking.find_version(name, version)
+    if held is None or held.run_id != record["run_id"]:
+        missing["train"] = f"MLflow registry {settings.mlflow_registry_uri}: {name} version {version} " \
+                           f"of run {record['run_id']}"
+    elif gate_record.is_file():
+        gate = json.loads(gate_record.read_text())
+        if gate.get("promoted") and gate.get("challenger_version") == version and \
+                tracking.get_alias(name, "champion") is None:
+            missing["promote"] = f"MLflow registry {settings.mlflow_registry_uri}: alias champion of {name}"
+    return missing
+
+
+def _champion(settings: Settings) -> tuple[str, str] | None:
+    from glue import tracking
+
+    tracking.configure(settings)
+    name = settings.params.train.registered_model_name
+    ref = tracking.get_alias(name, "champion")
+    return (name, ref.version) if ref else None
+
+
+def _listed(missing: dict[str, str]) -> str:
+    return "; ".join(f"{stage}: {what}" for stage, what in missing.items())
+
+
+_VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def _expand(text: str) -> str:
+    """${VAR} as Feast substitutes it, with glue's defaults for the FEAST_* variables not set."""
+    values = {**feast_prod_env(), **os.environ}
+    return _VAR.sub(lambda m: values.get(m.group(1) or m.group(2), m.group(0)), text)
+
+
+def _portable(value: str, project_dir: Path) -> str:
+    """A URI or path with the project directory replaced by `.` and any password removed."""
+    value = re.sub(r"(://[^:/@]+):[^@/]*@", r"\1@", value)  # user:password@ -> user@
+    root = str(project_dir.resolve())
+    return value.replace(root + os.sep, "./").replace(root, ".")
+
+
+def _public(value: Any, project_dir: Path) -> Any:
+    """A Feast config section without its secrets, paths made portable."""
+    if isinstance(value, dict):
+        return {k: _public(v, project_dir) for k, v in sorted(value.items()) if "password" not in k.lower()}
+    if isinstance(value, str):
+        return _portable(value, project_dir)
+    return value
 
 
 def _fmt(value: object) -> str:

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from glue.errors import GlueError
 from glue.service_state import ADMIN, airflow_url, credentials, mlflow_url, state_dir
+from glue.settings import feast_prod_env, service_database
 
 # env var -> default; the databases of the set get GLUE_SERVICES_DB_PREFIX in front of their names
 POSTGRES_ENV = {"GLUE_POSTGRES_HOST": "127.0.0.1", "GLUE_POSTGRES_PORT": "5432",
@@ -67,7 +68,7 @@ def postgres(name: str = "") -> dict[str, str]:
     """Connection values of the PostgreSQL service (environment, else the local service)."""
     values = {k: os.environ.get(k, v) for k, v in POSTGRES_ENV.items()}
     values["GLUE_POSTGRES_PASSWORD"] = os.environ.get("GLUE_POSTGRES_PASSWORD", "")
-    values["database"] = os.environ.get("GLUE_SERVICES_DB_PREFIX", "") + name if name else ""
+    values["database"] = service_database(name) if name else ""
     return values
 
 
@@ -105,6 +106,13 @@ def redis() -> tuple[str, int]:
     return os.environ.get("GLUE_REDIS_HOST", "127.0.0.1"), int(os.environ.get("GLUE_REDIS_PORT", "6379"))
 
 
+def redis_dbs() -> dict[str, int]:
+    """The Redis databases the set uses: Feast's online store (GLUE_REDIS_DB, default 0) and
+    Airflow's Celery broker (GLUE_REDIS_BROKER_DB, default 1)."""
+    return {"feast": int(os.environ.get("GLUE_REDIS_DB", "0")),
+            "broker": int(os.environ.get("GLUE_REDIS_BROKER_DB", "1"))}
+
+
 def check_redis() -> str:
     """The Redis address, after a PING answered PONG."""
     host, port = redis()
@@ -121,19 +129,15 @@ def check_redis() -> str:
 
 def glue_env(state: Path, creds: dict[str, str]) -> dict[str, str]:
     """What a shell (and every process of the set) needs to use the set with glue and the tool CLIs."""
-    pg = postgres()
     return {
         "GLUE_PROFILE": "prod",
         "GLUE_MLFLOW_TRACKING_URI": mlflow_url(),
         "MLFLOW_TRACKING_URI": mlflow_url(),
         "MLFLOW_TRACKING_USERNAME": creds["MLFLOW_TRACKING_USERNAME"],
         "MLFLOW_TRACKING_PASSWORD": creds["MLFLOW_TRACKING_PASSWORD"],
-        "FEAST_POSTGRES_HOST": pg["GLUE_POSTGRES_HOST"],
-        "FEAST_POSTGRES_PASSWORD": pg["GLUE_POSTGRES_PASSWORD"],
-        "FEAST_REDIS_HOST": redis()[0],
-        "FEAST_OFFLINE_STORE": "postgres",
+        **feast_prod_env(),
         "GLUE_AIRFLOW_DB_URI": database_uri("airflow", "postgresql+psycopg2"),
-        "GLUE_AIRFLOW_BROKER_URL": "redis://{}:{}/1".format(*redis()),
+        "GLUE_AIRFLOW_BROKER_URL": "redis://{}:{}/{}".format(*redis(), redis_dbs()["broker"]),
     }
 
 
@@ -188,7 +192,7 @@ def services(project_dir: Path) -> list[Service]:
         airflow_service("airflow-dags", ["dag-processor"], lambda: True),
         airflow_service("airflow-triggerer", ["triggerer"], lambda: True),
         airflow_service("airflow-worker", ["celery", "worker", "--concurrency", "2"],
-                        lambda: _celery_up(airflow), "redis broker db 1"),
+                        lambda: _celery_up(airflow), f"redis broker db {redis_dbs()['broker']}"),
     ]
     assert tuple(p.name for p in procs) == SERVICE_NAMES
     return procs

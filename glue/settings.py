@@ -280,6 +280,36 @@ def postgres_uri(database: str, driver: str = "postgresql+psycopg") -> str:
     return url.render_as_string(hide_password=False)
 
 
+def service_database(name: str) -> str:
+    """The name of one of the prod service set's databases: GLUE_SERVICES_DB_PREFIX + name.
+
+    The prefix keeps a test run's databases apart from a user's own prod set on the same server.
+    """
+    return os.environ.get("GLUE_SERVICES_DB_PREFIX", "") + name
+
+
+def feast_prod_env() -> dict[str, str]:
+    """The FEAST_* variables feature_repo/prod/feature_store.yaml reads, as the GLUE_* settings say.
+
+    Feast substitutes ``${VAR}`` from the environment; glue fills in each one that is not set from
+    the same service settings the MLflow and Airflow URLs come from (GLUE_POSTGRES_*, GLUE_REDIS_*,
+    GLUE_SERVICES_DB_PREFIX), so the Feast registry, offline and online stores follow them too.
+    `glue services env` prints these for the Feast CLI.
+    """
+    env = os.environ.get
+    return {
+        "FEAST_POSTGRES_HOST": env("GLUE_POSTGRES_HOST", "127.0.0.1"),
+        "FEAST_POSTGRES_PORT": env("GLUE_POSTGRES_PORT", "5432"),
+        "FEAST_POSTGRES_USER": env("GLUE_POSTGRES_USER", "postgres"),
+        "FEAST_POSTGRES_PASSWORD": env("GLUE_POSTGRES_PASSWORD", ""),
+        "FEAST_POSTGRES_DB": service_database("feast"),
+        "FEAST_REDIS_HOST": env("GLUE_REDIS_HOST", "127.0.0.1"),
+        "FEAST_REDIS_PORT": env("GLUE_REDIS_PORT", "6379"),
+        "FEAST_REDIS_DB": env("GLUE_REDIS_DB", "0"),
+        "FEAST_OFFLINE_STORE": "postgres",
+    }
+
+
 def load_settings(profile: str | None = None, project_dir: Path | None = None) -> Settings:
     """Build the settings for a profile (default: GLUE_PROFILE, else ``local``)."""
     profile = profile or os.environ.get("GLUE_PROFILE", "local")
@@ -304,7 +334,8 @@ def load_settings(profile: str | None = None, project_dir: Path | None = None) -
             names = ", ".join(ENV_PREFIX + n.upper() for n in missing)
             raise SettingsError(f"profile 'prod' needs {names} (the services' addresses)")
         values.setdefault("mlflow_registry_uri", values["mlflow_tracking_uri"])
-        values.setdefault("warehouse_uri", postgres_uri("feast"))
+        feast_db = os.environ.get("FEAST_POSTGRES_DB") or feast_prod_env()["FEAST_POSTGRES_DB"]
+        values.setdefault("warehouse_uri", postgres_uri(feast_db))
     params = load_params(project_dir / PARAMS_FILE)
     try:
         return Settings(profile=profile, project_dir=project_dir, params=params, **values)

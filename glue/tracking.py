@@ -319,6 +319,19 @@ def get_version(name: str, version: str) -> VersionRef:
     return _ref(MlflowClient().get_model_version(name, version))
 
 
+def find_version(name: str, version: str) -> VersionRef | None:
+    """One registered model version, or None if this registry does not hold it."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _ref(MlflowClient().get_model_version(name, version))
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
 def set_alias(name: str, alias: str, version: str) -> None:
     """Point an alias at a version: one registry call, the commit point of a promotion."""
     from mlflow import MlflowClient

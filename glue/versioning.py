@@ -19,11 +19,14 @@ from glue.errors import GlueError
 LOCK_FILE = "dvc.lock"
 
 
-def reproduce(project_dir: Path, *targets: str, force: bool = False) -> None:
-    """Run `dvc repro` in the project; a failing stage raises with DVC's exit code."""
+def reproduce(project_dir: Path, *targets: str, force: bool = False, downstream: bool = False) -> None:
+    """Run `dvc repro` in the project (the targets and, with `downstream`, every stage after them);
+    a failing stage raises with DVC's exit code."""
     argv = [sys.executable, "-m", "dvc", "repro", *targets]
     if force:
         argv.append("--force")
+    if downstream:
+        argv.append("--downstream")
     _run_dvc(argv, project_dir, "dvc repro")
 
 

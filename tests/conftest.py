@@ -12,6 +12,8 @@ import prometheus_client  # noqa: F401 - before any Feast import; see below
 import pytest
 import yaml
 
+from tests import services
+
 if TYPE_CHECKING:
     from glue.settings import Settings
 
@@ -29,6 +31,11 @@ _PROJECT_FILES = ("params.yaml", "dvc.yaml", "feature_repo")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Give back what the run took: its prefixed databases and claimed Redis dbs (tests/services.py)."""
+    services.release_all()
 
 
 def copy_project_config(root: Path) -> Path:

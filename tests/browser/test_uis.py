@@ -5,7 +5,9 @@ trained and promoted to `champion`; ~25 s), then one `airflow dags test` run of 
 while `mlflow server` and `airflow api-server` start on free ports. Headless Chromium (Selenium)
 then opens the pages; every page is saved as a screenshot under $GLUE_TEST_ARTIFACTS (default
 test-artifacts/browser/), and a page that never shows what it should leaves a screenshot and its
-HTML there too. Chromium and chromedriver are required: without them the tests fail, not skip.
+HTML there too. Without Chromium and chromedriver the tests are skipped with the install command
+(`apt-get install chromium chromium-driver`); with GLUE_REQUIRE_BROWSER=1 (set by .ci/run, which
+installs them) they fail instead, so CI never passes on a skipped browser check.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import pytest
 from glue import orchestration
 from glue.settings import Settings, get_settings
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(600)]
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 ARTIFACTS_ENV = "GLUE_TEST_ARTIFACTS"
@@ -41,6 +43,7 @@ SERVER_TIMEOUT = 120.0  # seconds a server may take to answer its health check
 CHROME_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--window-size=1600,1000")
 INSTALL_HINT = "apt-get install chromium chromium-driver"
+REQUIRE_ENV = "GLUE_REQUIRE_BROWSER"  # "1": a missing browser fails the tests instead of skipping them
 # Debian's name first; the others are what Ubuntu and GitHub's runner images install.
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -91,9 +94,10 @@ def artifacts() -> Path:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Headless Chromium driven through chromedriver; fails (never skips) when either is missing.
+    """Headless Chromium driven through chromedriver; skips (fails under GLUE_REQUIRE_BROWSER=1)
+    when either is missing.
 
-    Requested first by every test, so a machine without Chromium fails before the project is built.
+    Requested first by every test, so a machine without Chromium stops before the project is built.
     """
     chromium = next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
     driver_bin = shutil.which("chromedriver") or shutil.which(
@@ -101,8 +105,11 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if not chromium or not driver_bin:
         missing = " and ".join(name for name, found in (("chromium", chromium), ("chromedriver", driver_bin))
                                if not found)
-        pytest.fail(f"{missing} not found on PATH: the browser tests need them; install with "
-                    f"`{INSTALL_HINT}` (Debian/Ubuntu, as root)", pytrace=False)
+        message = (f"{missing} not found on PATH: the browser tests need them; install with "
+                   f"`{INSTALL_HINT}` (Debian/Ubuntu, as root)")
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{message} ({REQUIRE_ENV}=1: a skipped browser test fails)", pytrace=False)
+        pytest.skip(message)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service as ChromeService
 

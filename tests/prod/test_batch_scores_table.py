@@ -9,28 +9,15 @@ import pytest
 
 from glue import batch_scoring
 from glue.errors import GlueError
+from tests import services
 
 pytestmark = pytest.mark.prod
-
-DATABASE = "glue_test_warehouse"
 
 
 @pytest.fixture(scope="module")
 def warehouse() -> str:
-    """A throw-away database on the local PostgreSQL (trust auth), created if absent."""
-    import psycopg
-
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone():
-            conn.execute(f'CREATE DATABASE "{DATABASE}"')
-        uri = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DATABASE}"
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(uri)
-    with engine.begin() as c:
-        c.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {batch_scoring.SCORES_TABLE}"))
-    engine.dispose()
-    return uri
+    """A database of this test run's own on the local PostgreSQL (tests/services.py), dropped at the end."""
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{services.create_database('warehouse')}"
 
 
 def _scores(day: str, n: int, version: str) -> pd.DataFrame:
@@ -55,7 +42,7 @@ def test_a_rescored_day_replaces_its_rows_and_keeps_the_others(warehouse: str) -
     batch_scoring.write_table(_scores("2026-03-02", 5, "1"), warehouse, dt.date(2026, 3, 2))
     where = batch_scoring.write_table(_scores("2026-03-01", 8, "2"), warehouse, dt.date(2026, 3, 1))
 
-    assert where == f"{DATABASE}.{batch_scoring.SCORES_TABLE}"
+    assert where == f"{services.database('warehouse')}.{batch_scoring.SCORES_TABLE}"
     table = _table(warehouse)
     per_day = table.groupby(table["event_timestamp"].dt.date)["model_version"].agg(["count", "max"])
     assert per_day.loc[dt.date(2026, 3, 1)].tolist() == [8, "2"]  # replaced, not appended
@@ -64,5 +51,5 @@ def test_a_rescored_day_replaces_its_rows_and_keeps_the_others(warehouse: str) -
 
 def test_an_unreachable_warehouse_is_a_clear_error() -> None:
     with pytest.raises(GlueError, match="could not write the scores to table batch_scores"):
-        batch_scoring.write_table(_scores("2026-03-01", 1, "1"),
-                                  "postgresql+psycopg://postgres@127.0.0.1:5432/no_such_database_here", None)
+        nowhere = f"postgresql+psycopg://postgres@127.0.0.1:5432/{services.database('never_created')}"
+        batch_scoring.write_table(_scores("2026-03-01", 1, "1"), nowhere, None)

@@ -1,18 +1,21 @@
-"""The prod profile for real: `glue services` starts the set, and the loop runs on it.
+"""The prod profile for real: `glue services start` starts the set, and the loop runs on it.
 
-Against the PostgreSQL and Redis services running on 127.0.0.1 (DESIGN.md): the set's databases
-get the prefix ``glue_test_`` (dropped and re-created first, so each run starts empty); Feast uses
-its prod configuration (database ``feast``, Redis db 0, project ``fraud``). In order:
+Against the PostgreSQL and Redis services running on 127.0.0.1 (DESIGN.md). Everything the set
+uses belongs to this test run (tests/services.py): its databases (MLflow, MLflow auth, Feast's
+registry and offline store, Airflow) carry the run's prefix, Feast's online store and Airflow's
+Celery broker each get an empty Redis db claimed for the run, the ports are free ones; all of it is
+removed when the run ends. In order:
 
 1. `glue services start` brings up MLflow (basic auth, proxied artifacts) and Airflow with a Celery
    worker; anonymous requests to either are refused, the credentials are in a 0600 file;
-2. `glue run` (dvc repro) on prod: features in PostgreSQL and Redis, the run and model in the
-   tracking server, a champion;
+2. the README's sequence in one project: `glue run` on the local profile, then `glue run` on prod
+   (dvc repro re-runs what the prod stores lack): features in PostgreSQL and Redis, the run and
+   model in the tracking server, a champion there;
 3. a glue_monitoring DAG run triggered through Airflow's REST API, executed by the Celery worker;
 4. `glue serve` on prod answers from Redis with the server's champion;
 5. `glue services stop` leaves no process behind.
 
-~5 minutes on 2 cores.
+~6 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -32,12 +35,12 @@ from pathlib import Path
 
 import pytest
 
+from tests import services
 from tests.conftest import clone_project
 
-pytestmark = [pytest.mark.prod, pytest.mark.slow]
+pytestmark = [pytest.mark.prod, pytest.mark.slow, pytest.mark.timeout(900)]
 
 GLUE = str(Path(sys.executable).with_name("glue"))
-PREFIX = "glue_test_"
 DEMO = {"days": 20, "transactions_per_day": 400, "customers": 800, "merchants": 60, "fraud_rate": 0.04,
         "label_delay_days": 3}
 LAST_DAY = "2026-01-20"
@@ -47,14 +50,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _fresh_databases() -> None:
-    import psycopg
-
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
-        for name in ("mlflow", "mlflow_auth", "airflow"):
-            conn.execute(f'DROP DATABASE IF EXISTS "{PREFIX}{name}" WITH (FORCE)')
 
 
 def _glue(args: list[str], env: dict[str, str], root: Path, timeout: float = 900) -> str:
@@ -68,18 +63,21 @@ def _glue(args: list[str], env: dict[str, str], root: Path, timeout: float = 900
 def prod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
     """A fresh clone with the service set running; stopped (and checked stopped) afterwards."""
     root = clone_project(tmp_path_factory.mktemp("prod") / "clone", DEMO)
-    _fresh_databases()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GLUE_", "MLFLOW_", "FEAST_"))}
     env |= {"PATH": str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""),
-            "GLUE_PROJECT_DIR": str(root), "GLUE_SERVICES_DB_PREFIX": PREFIX, "TQDM_DISABLE": "1",
+            "GLUE_PROJECT_DIR": str(root), "GLUE_SERVICES_DB_PREFIX": services.PREFIX, "TQDM_DISABLE": "1",
+            "GLUE_REDIS_DB": str(services.claim_redis_db()),
+            "GLUE_REDIS_BROKER_DB": str(services.claim_redis_db()),
             "GLUE_MLFLOW_PORT": str(_free_port()), "GLUE_AIRFLOW_PORT": str(_free_port()),
             "GX_ANALYTICS_ENABLED": "false"}
     try:
         started = _glue(["services", "start"], env, root, timeout=600)
         assert "airflow-worker: started" in started, started
+        local_env = dict(env)
         for line in _glue(["services", "env"], env, root).splitlines():
             key, _, value = line.removeprefix("export ").partition("=")
             env[key] = value.strip("'")
+        env["GLUE_TEST_LOCAL_ENV"] = json.dumps(local_env)  # the shell before `eval $(glue services env)`
         yield root, env
     finally:
         subprocess.run([GLUE, "services", "stop"], cwd=root, env=env, capture_output=True, timeout=120)
@@ -138,12 +136,21 @@ def test_anonymous_requests_are_refused_and_credentials_are_private(
     assert tracked.stdout == ""  # generated, never in the repo
 
 
-def test_glue_run_on_the_services(prod: tuple[Path, dict[str, str]]) -> None:
+def test_the_local_loop_then_the_prod_loop_in_one_project(prod: tuple[Path, dict[str, str]]) -> None:
+    """The README's sequence: `glue run` (local), then the services, `eval "$(glue services env)"`,
+    `glue run` again. DVC re-runs the stages that write to stores, so the champion and the features
+    are in the prod stores, not only in the local ones."""
+    import redis
     from mlflow import MlflowClient
 
     root, env = prod
+    local = _glue(["run"], json.loads(env["GLUE_TEST_LOCAL_ENV"]), root)
+    assert "champion in sqlite:///./.glue/mlflow.db: fraud-detector version 1" in local, local[-3000:]
+
     out = _glue(["run"], env, root)
-    assert "PROMOTED" in out, out[-3000:]
+    assert "is cached - skipping run" not in out
+    assert f"champion in {env['GLUE_MLFLOW_TRACKING_URI']}: fraud-detector version 1" in out, out[-3000:]
+    assert json.loads((root / ".glue" / "profile.json").read_text())["profile"] == "prod"
 
     os.environ.update({k: env[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")})
     client = MlflowClient(env["GLUE_MLFLOW_TRACKING_URI"], env["GLUE_MLFLOW_TRACKING_URI"])
@@ -158,6 +165,12 @@ def test_glue_run_on_the_services(prod: tuple[Path, dict[str, str]]) -> None:
                            capture_output=True, text=True)
     assert feast.returncode == 0, feast.stderr
     assert "customer_transactions" in feast.stdout and "merchant_risk" in feast.stdout
+    online = redis.Redis("127.0.0.1", 6379, db=int(env["GLUE_REDIS_DB"]))
+    assert online.dbsize() > 100  # the materialized customers and merchants (+ the run's owner key)
+    assert env["FEAST_POSTGRES_DB"] == services.database("feast")
+
+    again = _glue(["run"], env, root)  # nothing changed: DVC runs nothing, the stores hold it all
+    assert "re-ran from stage" not in again and "Running stage 'train'" not in again, again[-3000:]
 
 
 def test_a_dag_run_through_the_api_is_executed_by_the_celery_worker(
