@@ -88,18 +88,17 @@ def prepare_project(root: Path) -> Path:
 def champion_info(root: Path) -> tuple[str, str, list[str], str]:
     """(model name, champion version, its feature columns, tracking URI) of the project."""
     os.environ["GLUE_PROJECT_DIR"] = str(root)
-    from glue import tracking
+    from glue import contract, tracking
     from glue.settings import get_settings
-    from glue.training import FEATURE_COLUMNS
 
     get_settings.cache_clear()
     settings = get_settings()
     tracking.configure(settings)
     name = settings.params.train.registered_model_name
-    ref = tracking.get_alias(name, "champion")
+    ref = tracking.get_alias(name, contract.CHAMPION)
     if ref is None:
         raise SystemExit(f"{root}: model {name} has no champion; run the loop first or use --fresh")
-    return name, ref.version, ref.tags[FEATURE_COLUMNS].split(","), settings.mlflow_tracking_uri
+    return name, ref.version, contract.feature_columns(ref.tags), settings.mlflow_tracking_uri
 
 
 def sample_transactions(root: Path, n: int) -> list[dict[str, Any]]:

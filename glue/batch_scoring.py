@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from glue import contract
 from glue.errors import GlueError
 
 if TYPE_CHECKING:
@@ -56,13 +57,13 @@ class BatchScoreResult:
                 + f" in {self.seconds:.1f} s")
 
 
-def score_batch(settings: Settings, day: dt.date | None = None, alias: str = "champion") -> BatchScoreResult:
+def score_batch(settings: Settings, day: dt.date | None = None,
+                alias: str = contract.CHAMPION) -> BatchScoreResult:
     """Score the validated transactions of `day` (all days if None) with the model behind `alias`."""
     import numpy as np
 
     from glue import feature_store, tracking
     from glue.features import read_transactions, scoring_frame
-    from glue.training import FEATURE_COLUMNS, FEATURE_SERVICE
 
     start = time.perf_counter()
     tracking.configure(settings)
@@ -71,13 +72,13 @@ def score_batch(settings: Settings, day: dt.date | None = None, alias: str = "ch
     if ref is None:
         raise GlueError(f"registered model '{name}' has no '{alias}' version; run `glue train` and "
                         "`glue promote` first")
-    columns = [c for c in ref.tags.get(FEATURE_COLUMNS, "").split(",") if c]
+    columns = contract.feature_columns(ref.tags)
     if not columns:
-        raise GlueError(f"{name} version {ref.version} has no tag {FEATURE_COLUMNS}: it was not trained "
-                        "by `glue train`, so its input columns are unknown")
+        raise GlueError(f"{name} version {ref.version} has no tag {contract.FEATURE_COLUMNS}: it was not "
+                        "trained by `glue train`, so its input columns are unknown")
 
     tx = _day_rows(read_transactions(settings), day, settings)
-    service = ref.tags.get(FEATURE_SERVICE) or settings.params.features.feature_service
+    service = ref.tags.get(contract.FEATURE_SERVICE) or settings.params.features.feature_service
     store = feature_store.open_store(settings)
     frame, _ = scoring_frame(_with_service(settings, service), tx, store)
     missing = [c for c in columns if c not in frame.columns]

@@ -6,6 +6,7 @@ registered model version both carry these facts as tags, and the MLflow run-cont
 (git, DVC, the validation gate's files); it imports no MLflow, so it is quick and easy to test, and
 every fact is None-safe: a project without git, DVC lock or validation results still trains, and the
 tag says plainly what is missing instead of being absent.
+The tag keys are the registry contract's (glue/contract.py).
 """
 
 from __future__ import annotations
@@ -16,18 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from glue import versioning
-
-# Tag names, shared by the training run, the model version and the run-context plugin.
-TAG_PREFIX = "glue."
-GIT_COMMIT = "glue.git_commit"
-GIT_DIRTY = "glue.git_dirty"
-DVC_DATA_VERSION = "glue.dvc_data_version"
-DVC_DATA_PATH = "glue.dvc_data_path"
-VALIDATION_SUMMARY = "glue.validation_summary"
-VALIDATION_SUMMARY_SHA256 = "glue.validation_summary_sha256"
-VALIDATION_BATCH_DAYS = "glue.validation_batch_days"
-PROFILE = "glue.profile"
-PROJECT_DIR = "glue.project_dir"
+from glue.contract import (
+    DVC_DATA_PATH,
+    DVC_DATA_VERSION,
+    GIT_COMMIT,
+    GIT_DIRTY,
+    PROFILE,
+    PROJECT_DIR,
+    VALIDATION_BATCH_DAYS,
+    VALIDATION_SUMMARY,
+    VALIDATION_SUMMARY_SHA256,
+)
+from glue.contract import TAG_PREFIX as TAG_PREFIX  # re-exported: tests check no glue tag outside a project
 
 RAW_DATA_PATH = "data/raw"  # the DVC-tracked output whose hash names the data version
 VALIDATION_SUMMARY_FILE = "summary.json"  # written by the validation stage under validated_dir

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from glue import contract
+from glue.contract import CHAMPION, PREDICTION_COLUMN
 from glue.errors import GlueError
 from monitoring.policy import Decision, DriftFinding, QualityFinding, decide
 
@@ -42,14 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("glue.monitor")
 
-CHAMPION = "champion"
 DECISION_FILE = "decision.json"
 METRICS_FILE = "metrics.prom"
-DAY_TAG = "glue.monitor.day"
-MODEL_TAG = "glue.monitor.model"
-VERSION_TAG = "glue.monitor.model_version"
-LAST_CHECK_TAG = "glue.monitor.last_check"
-PREDICTION = "prediction"  # the champion's score column, as in the reference sample
 # quality metric in the policy → the champion's training-run metric it is compared with
 BASELINE_METRIC = {"average_precision": "average_precision", "roc_auc": "roc_auc",
                    "precision": "precision_at_threshold", "recall": "recall_at_threshold"}
@@ -122,7 +118,7 @@ def check(settings: Settings, day: dt.date) -> CheckResult:
     drift = None
     if len(current) >= params.drift.min_current_rows:
         drift, _ = reports.drift_report(reference, current, _feature_columns(champion), params.drift,
-                                        out_dir, prediction=PREDICTION)
+                                        out_dir, prediction=PREDICTION_COLUMN)
     quality = _quality(settings, champion, labelled, windows, out_dir)
     decision = decide(params, drift, quality, cooling)
     result = CheckResult(day=day, model=model, champion_version=champion.version,
@@ -153,17 +149,17 @@ def load_reference(settings: Settings, champion: VersionRef) -> pd.DataFrame:
     """
     import pandas as pd
 
-    from glue import tracking, training
+    from glue import tracking
 
-    run_id = champion.tags.get(training.TRAIN_RUN_ID) or champion.run_id
+    run_id = champion.tags.get(contract.TRAIN_RUN_ID) or champion.run_id
     if not run_id:
         raise GlueError(f"{champion.name} v{champion.version}: no training run in its lineage "
-                        f"(tag {training.TRAIN_RUN_ID}); retrain it with `glue train`")
-    path = tracking.cached_artifact(settings, run_id, training.REFERENCE_ARTIFACT)
+                        f"(tag {contract.TRAIN_RUN_ID}); retrain it with `glue train`")
+    path = tracking.cached_artifact(settings, run_id, contract.REFERENCE_ARTIFACT)
     if path is None:
         raise GlueError(
             f"{champion.name} v{champion.version}: its training run {run_id} has no "
-            f"{training.REFERENCE_ARTIFACT} (trained before monitoring existed?); "
+            f"{contract.REFERENCE_ARTIFACT} (trained before monitoring existed?); "
             "retrain with `glue train` and promote, or see the run in the MLflow UI"
         )
     reference = pd.read_parquet(path)
@@ -189,21 +185,17 @@ def cooling_down(monitoring_dir: Path, day: dt.date, days: int) -> str | None:
 
 
 def _feature_columns(champion: VersionRef) -> list[str]:
-    from glue import training
-
-    columns = champion.tags.get(training.FEATURE_COLUMNS, "")
+    columns = contract.feature_columns(champion.tags)
     if not columns:
-        raise GlueError(f"{champion.name} v{champion.version} has no tag {training.FEATURE_COLUMNS}")
-    return columns.split(",")
+        raise GlueError(f"{champion.name} v{champion.version} has no tag {contract.FEATURE_COLUMNS}")
+    return columns
 
 
 def _windows(settings: Settings, champion: VersionRef, day: dt.date) -> dict[str, str]:
     """The current window (the checked days) and the quality window (labelled, unseen by the champion)."""
-    from glue import training
-
     params = settings.params.monitoring
     end = day + dt.timedelta(days=1)  # exclusive: the whole checked day
-    seen_until = champion.tags.get(training.VALIDATION_END, "")
+    seen_until = champion.tags.get(contract.VALIDATION_END, "")
     return {
         "current_start": (end - dt.timedelta(days=params.current_days)).isoformat(),
         "current_end": end.isoformat(),
@@ -257,7 +249,7 @@ def _scored_windows(settings: Settings, champion: VersionRef, windows: dict[str,
             f"feature service {settings.params.features.feature_service!r} no longer serves"
         )
     model = tracking.load_sklearn_model(champion.uri)
-    frame[PREDICTION] = model.predict_proba(frame[wanted].astype("float64"))[:, 1]
+    frame[PREDICTION_COLUMN] = model.predict_proba(frame[wanted].astype("float64"))[:, 1]
     return frame.merge(known[["transaction_id", features.LABEL_COLUMN]], on="transaction_id", how="left")
 
 
@@ -273,7 +265,8 @@ def _served_or_batch(settings: Settings, champion: VersionRef, windows: dict[str
 
     start = dt.date.fromisoformat(windows["current_start"])
     end = dt.date.fromisoformat(windows["current_end"])
-    served = prediction_log.read_served(settings, start, end, champion.version, prediction=PREDICTION)
+    served = prediction_log.read_served(settings, start, end, champion.version,
+                                        prediction=PREDICTION_COLUMN)
     if len(served) >= settings.params.monitoring.drift.min_current_rows:
         windows["current_source"] = f"prediction log ({len(served)} served predictions)"
         return served
@@ -287,7 +280,7 @@ def _quality(settings: Settings, champion: VersionRef, labelled: pd.DataFrame, w
     """The champion's quality metric on the labelled window, next to its validation value."""
     import pandas as pd
 
-    from glue import features, tracking, training
+    from glue import features, tracking
 
     policy = settings.params.monitoring.quality
     label = features.LABEL_COLUMN
@@ -295,11 +288,11 @@ def _quality(settings: Settings, champion: VersionRef, labelled: pd.DataFrame, w
               else f"labels known at {windows['labels_known_at']}")
     rows, positives = len(labelled), int(labelled[label].sum()) if len(labelled) else 0
     baseline, validation = None, None
-    run_id = champion.tags.get(training.TRAIN_RUN_ID) or champion.run_id
+    run_id = champion.tags.get(contract.TRAIN_RUN_ID) or champion.run_id
     if run_id:
         _, _, metrics = tracking.run_data(run_id)
         baseline = metrics.get(BASELINE_METRIC[policy.metric])
-        path = tracking.cached_artifact(settings, run_id, training.VALIDATION_ARTIFACT)
+        path = tracking.cached_artifact(settings, run_id, contract.VALIDATION_ARTIFACT)
         validation = pd.read_parquet(path) if path is not None else None
     if rows < policy.min_rows or positives < policy.min_positives:
         after = windows["quality_after"] or "its training"
@@ -311,17 +304,17 @@ def _quality(settings: Settings, champion: VersionRef, labelled: pd.DataFrame, w
         )
     from monitoring import reports
 
-    y, scores = labelled[label].to_numpy().astype(int), labelled[PREDICTION].to_numpy()
+    y, scores = labelled[label].to_numpy().astype(int), labelled[PREDICTION_COLUMN].to_numpy()
     threshold = settings.params.train.decision_threshold
     metric = quality_metric(policy.metric, threshold)
     value = metric(y, scores)
     low = high = None
     if validation is not None:
         y_val = validation[label].to_numpy().astype(int)
-        s_val = validation[training.PREDICTION_COLUMN].to_numpy()
+        s_val = validation[PREDICTION_COLUMN].to_numpy()
         low, high = drop_interval((y_val, s_val), (y, scores), metric, policy.bootstrap_samples,
                                   policy.confidence)
-    reports.quality_report(labelled.rename(columns={label: "target"}), "target", PREDICTION,
+    reports.quality_report(labelled.rename(columns={label: "target"}), "target", PREDICTION_COLUMN,
                            threshold, out_dir)
     return QualityFinding(metric=policy.metric, value=float(value), baseline=baseline, rows=rows,
                           positives=positives, window=window, drop_low=low, drop_high=high)
@@ -440,15 +433,15 @@ def _log_to_mlflow(settings: Settings, result: CheckResult, champion: VersionRef
     params = settings.params.monitoring
     experiment_id = tracking.ensure_experiment(settings, params.experiment_name)
     day = result.day.isoformat()
-    existing = mlflow.search_runs([experiment_id], filter_string=f"tags.`{DAY_TAG}` = '{day}'",
+    existing = mlflow.search_runs([experiment_id], filter_string=f"tags.`{contract.MONITOR_DAY}` = '{day}'",
                                   output_format="list", max_results=1)
     tags = {
-        DAY_TAG: day,
-        MODEL_TAG: result.model,
-        VERSION_TAG: result.champion_version or "",
-        "glue.monitor.drift": str(result.decision.drift).lower(),
-        "glue.monitor.decay": str(result.decision.decay).lower(),
-        "glue.monitor.retrain": str(result.decision.retrain).lower(),
+        contract.MONITOR_DAY: day,
+        contract.MONITOR_MODEL: result.model,
+        contract.MONITOR_MODEL_VERSION: result.champion_version or "",
+        contract.MONITOR_DRIFT: str(result.decision.drift).lower(),
+        contract.MONITOR_DECAY: str(result.decision.decay).lower(),
+        contract.MONITOR_RETRAIN: str(result.decision.retrain).lower(),
         "mlflow.note.content": "\n".join(f"- {r}" for r in result.decision.reasons),
     }
     metrics: dict[str, float] = {"drift": float(result.decision.drift),
@@ -467,10 +460,12 @@ def _log_to_mlflow(settings: Settings, result: CheckResult, champion: VersionRef
                           run_name=f"check-{day}", tags=None if existing else tags) as run:
         mlflow.set_tags(tags)
         mlflow.log_metrics(metrics, model_id=champion.model_id if champion else None)
-        mlflow.log_artifacts(str(result.out_dir), artifact_path="monitoring")
+        mlflow.log_artifacts(str(result.out_dir), artifact_path=contract.MONITORING_ARTIFACT_DIR)
         run_id = run.info.run_id
     if champion is not None:
-        flags = " ".join(f"{k}={tags['glue.monitor.' + k]}" for k in ("drift", "decay", "retrain"))
+        flags = " ".join(f"{k}={tags[key]}" for k, key in (("drift", contract.MONITOR_DRIFT),
+                                                            ("decay", contract.MONITOR_DECAY),
+                                                            ("retrain", contract.MONITOR_RETRAIN)))
         verdict = f"{day}: {flags} (run {run_id})"
-        tracking.set_version_tags(champion.name, champion.version, {LAST_CHECK_TAG: verdict})
+        tracking.set_version_tags(champion.name, champion.version, {contract.MONITOR_LAST_CHECK: verdict})
     return run_id

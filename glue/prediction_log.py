@@ -1,6 +1,6 @@
 """The prediction log of `glue serve`, as the monitoring reads it.
 
-Why a module of its own: the server writes it (glue/serving.py) and the daily check reads it
+Why a module of its own: the server writes it (glue/serving/) and the daily check reads it
 (glue/monitor.py); neither should import the other (the server must not load Evidently, the check
 must not load FastAPI). The format is one JSON object per scored transaction, appended to
 ``<state_dir>/predictions/YYYY-MM-DD.jsonl`` by the UTC day it was logged:
@@ -21,6 +21,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from glue.contract import CHAMPION
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -36,7 +38,7 @@ def log_folder(settings: Settings) -> Path:
 
 
 def read_served(settings: Settings, start: dt.date, end: dt.date, model_version: str,
-                arm: str = "champion", prediction: str = "prediction") -> pd.DataFrame:
+                arm: str = CHAMPION, prediction: str = "prediction") -> pd.DataFrame:
     """Predictions `model_version` answered (arm `arm`) for transactions of days [start, end).
 
     A transaction belongs to the day of its event timestamp (the logging time when the request

@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from glue import contract
+from glue.contract import CHALLENGER, CHAMPION, GATE_PASSED, GATE_REJECTED, GATE_STALE, gate_tag
 from glue.errors import GlueError
 
 if TYPE_CHECKING:
@@ -44,13 +46,10 @@ if TYPE_CHECKING:
     from glue.settings import GateParams, Settings
     from glue.tracking import VersionRef
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 GATE_METRICS_FILE = Path("metrics/gate.json")
 EVALUATION_FILE = Path("metrics/evaluation.json")  # `glue evaluate` → `glue promote`
 LOCK_TIMEOUT_SECONDS = 120.0
 
-TAG = "glue.gate."  # prefix of every verdict tag on a model version
 METRICS = ("average_precision", "roc_auc")  # what the gate can compare and floor
 
 
@@ -169,12 +168,12 @@ def compare(settings: Settings, frame: TrainingFrame | None = None) -> Compariso
     if challenger is None:
         raise GlueError(f"registered model '{name}' has no '{CHALLENGER}' version; run `glue train` first")
     champion = tracking.get_alias(name, CHAMPION)
-    start = challenger.tags.get(training.VALIDATION_START)
-    end = challenger.tags.get(training.VALIDATION_END)
+    start = challenger.tags.get(contract.VALIDATION_START)
+    end = challenger.tags.get(contract.VALIDATION_END)
     if not start or not end:
         raise GlueError(
-            f"model '{name}' version {challenger.version} has no {training.VALIDATION_START}/"
-            f"{training.VALIDATION_END} tags; it was not trained by `glue train`"
+            f"model '{name}' version {challenger.version} has no {contract.VALIDATION_START}/"
+            f"{contract.VALIDATION_END} tags; it was not trained by `glue train`"
         )
     if frame is None:
         frame = logged_validation_frame(settings, challenger, champion)
@@ -212,25 +211,25 @@ def logged_validation_frame(settings: Settings, challenger: VersionRef, champion
     """
     import pandas as pd
 
-    from glue import tracking, training
+    from glue import tracking
     from glue.features import LABEL_COLUMN, TrainingFrame
 
-    run_id = challenger.tags.get(training.TRAIN_RUN_ID) or challenger.run_id
-    columns = challenger.tags.get(training.FEATURE_COLUMNS, "").split(",")
-    if not run_id or not columns[0]:
+    run_id = challenger.tags.get(contract.TRAIN_RUN_ID) or challenger.run_id
+    columns = contract.feature_columns(challenger.tags)
+    if not run_id or not columns:
         return None
-    path = tracking.cached_artifact(settings, run_id, training.VALIDATION_ARTIFACT)
+    path = tracking.cached_artifact(settings, run_id, contract.VALIDATION_ARTIFACT)
     if path is None:
         return None
     df = pd.read_parquet(path)
     needed = set(columns)
     if champion is not None:
-        needed |= set(champion.tags.get(training.FEATURE_COLUMNS, "").split(",")) - {""}
+        needed |= set(contract.feature_columns(champion.tags))
     if not needed <= set(df.columns) or LABEL_COLUMN not in df.columns:
         return None
-    service = challenger.tags.get(training.FEATURE_SERVICE, "")
-    refs = [r for r in challenger.tags.get(training.FEATURE_REFS, "").split(",") if r]
-    return TrainingFrame(df=df.drop(columns=[training.PREDICTION_COLUMN], errors="ignore"),
+    service = challenger.tags.get(contract.FEATURE_SERVICE, "")
+    refs = contract.feature_refs(challenger.tags)
+    return TrainingFrame(df=df.drop(columns=[contract.PREDICTION_COLUMN], errors="ignore"),
                          feature_columns=columns, feature_service=service, feature_refs=refs)
 
 
@@ -248,7 +247,7 @@ def promote(settings: Settings, comparison: Comparison) -> GateResult:
 
     if not c.decision.passed:
         if seen != version:  # do not overwrite the verdict that made it champion
-            tracking.set_version_tags(name, version, {**tags, TAG + "decision": "rejected"})
+            tracking.set_version_tags(name, version, {**tags, gate_tag("decision"): GATE_REJECTED})
     else:
         with promotion_lock(settings, name):
             current = tracking.get_alias(name, CHAMPION)
@@ -257,17 +256,17 @@ def promote(settings: Settings, comparison: Comparison) -> GateResult:
                 reason = (f"champion changed concurrently (was {seen or 'none'}, now {now}); "
                           "re-run the gate")
                 after = now
-                tracking.set_version_tags(name, version, {**tags, TAG + "decision": "stale",
-                                                          TAG + "reason": reason})
+                tracking.set_version_tags(name, version, {**tags, gate_tag("decision"): GATE_STALE,
+                                                          gate_tag("reason"): reason})
             else:
-                tracking.set_version_tags(name, version, {**tags, TAG + "decision": "passed"})
+                tracking.set_version_tags(name, version, {**tags, gate_tag("decision"): GATE_PASSED})
                 tracking.set_alias(name, CHAMPION, version)  # the commit point
                 promoted, after = True, version
         if promoted:
-            tracking.set_version_tags(name, version, {TAG + "promoted_at": decided_at})
+            tracking.set_version_tags(name, version, {gate_tag("promoted_at"): decided_at})
             if seen is not None:
-                tracking.set_version_tags(name, seen, {TAG + "replaced_by": version,
-                                                       TAG + "replaced_at": decided_at})
+                tracking.set_version_tags(name, seen, {gate_tag("replaced_by"): version,
+                                                       gate_tag("replaced_at"): decided_at})
 
     result = GateResult(promoted, reason, name, version, seen, after, gate_metrics(c), decided_at)
     _write_gate_json(settings.outputs_dir / GATE_METRICS_FILE, result)
@@ -346,22 +345,22 @@ def verdict_tags(c: Comparison, decided_at: str) -> dict[str, str]:
     """The numbers behind a verdict, as model-version tags."""
     d = c.decision
     tags = {
-        TAG + "reason": d.reason,
-        TAG + "decided_at": decided_at,
-        TAG + "compared_with": c.champion.version if c.champion else "none",
-        TAG + "window_start": c.window_start,
-        TAG + "window_end": c.window_end,
-        TAG + "window_rows": str(c.rows),
-        TAG + "window_fraud": str(c.fraud),
+        gate_tag("reason"): d.reason,
+        gate_tag("decided_at"): decided_at,
+        gate_tag("compared_with"): c.champion.version if c.champion else "none",
+        gate_tag("window_start"): c.window_start,
+        gate_tag("window_end"): c.window_end,
+        gate_tag("window_rows"): str(c.rows),
+        gate_tag("window_fraud"): str(c.fraud),
     }
     for m, v in d.challenger.items():
-        tags[f"{TAG}challenger_{m}"] = f"{v:.6f}"
+        tags[gate_tag(f"challenger_{m}")] = f"{v:.6f}"
     for m, v in (d.champion or {}).items():
-        tags[f"{TAG}champion_{m}"] = f"{v:.6f}"
+        tags[gate_tag(f"champion_{m}")] = f"{v:.6f}"
     for key in ("delta", "ci_low", "ci_high", "prob_better"):
         value = getattr(d, key)
         if value is not None:
-            tags[TAG + key] = f"{value:.6f}"
+            tags[gate_tag(key)] = f"{value:.6f}"
     return tags
 
 
@@ -401,13 +400,13 @@ def promotion_lock(settings: Settings, name: str, timeout: float = LOCK_TIMEOUT_
 
 def _scores(ref: VersionRef, rows: Any, frame: TrainingFrame) -> np.ndarray:
     """P(fraud) of one registered model on the window, fed the columns it was trained on."""
-    from glue import tracking, training
+    from glue import tracking
 
     model = tracking.load_sklearn_model(ref.uri)
-    tagged = ref.tags.get(training.FEATURE_COLUMNS)
+    tagged = contract.feature_columns(ref.tags)
     columns = list(getattr(model, "feature_names_in_", None)
                    if getattr(model, "feature_names_in_", None) is not None
-                   else (tagged.split(",") if tagged else frame.feature_columns))
+                   else (tagged or frame.feature_columns))
     missing = [c for c in columns if c not in rows.columns]
     if missing:
         raise GlueError(

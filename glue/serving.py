@@ -56,7 +56,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
-from glue import prediction_log
+from glue import contract, prediction_log
+from glue.contract import CHALLENGER, CHAMPION
 from glue.errors import GlueError, SettingsError
 
 if TYPE_CHECKING:
@@ -67,11 +68,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-SHADOW = "shadow"
-FEATURE_COLUMNS_TAG = "glue.feature_columns"  # glue.training.FEATURE_COLUMNS (not imported: heavy)
-FEATURE_SERVICE_TAG = "glue.feast_feature_service"  # glue.training.FEATURE_SERVICE
+SHADOW = "shadow"  # the arm of a shadow scoring in the prediction log; never an answer
 
 ENV_POLL_SECONDS = "GLUE_SERVE_POLL_SECONDS"
 ENV_MODE = "GLUE_SERVE_MODE"
@@ -292,12 +289,11 @@ def _load_version(settings: Settings, ref: Any, alias: str, store: FeatureStore,
                   tracking: Any) -> ServedModel:
     from glue import scoring
 
-    tag = ref.tags.get(FEATURE_COLUMNS_TAG)
-    if not tag:
-        raise GlueError(f"{ref.name} version {ref.version} has no tag {FEATURE_COLUMNS_TAG}: it was not "
-                        "trained by `glue train`, so its input columns are unknown")
-    columns = tuple(tag.split(","))
-    service = ref.tags.get(FEATURE_SERVICE_TAG) or settings.params.features.feature_service
+    columns = tuple(contract.feature_columns(ref.tags))
+    if not columns:
+        raise GlueError(f"{ref.name} version {ref.version} has no tag {contract.FEATURE_COLUMNS}: it was "
+                        "not trained by `glue train`, so its input columns are unknown")
+    service = ref.tags.get(contract.FEATURE_SERVICE) or settings.params.features.feature_service
     provided, _ = feature_store.feature_columns(store, service)
     missing = [c for c in columns if c not in provided]
     if missing:

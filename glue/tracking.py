@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from glue.contract import FEAST_FEATURES_FILE, MODEL_ARTIFACT
 from glue.settings import Settings
 
-MODEL_ARTIFACT = "model"  # name of the logged model inside a run
-FEAST_FEATURES_FILE = "feast_features.json"  # what Feast's resolver looks for on a run
 EVALUATE_PREFIX = "evaluate_"  # mlflow.evaluate's metrics, apart from the ones glue computes itself
 
 _PARAM_MAX = 500  # MLflow's limit on a param value

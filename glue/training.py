@@ -21,6 +21,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glue import lineage
+from glue.contract import (
+    CHALLENGER,
+    FEAST_FEATURE_SERVICE,
+    FEATURE_COLUMNS,
+    FEATURE_IMPORTANCE_JSON,
+    FEATURE_IMPORTANCE_PNG,
+    FEATURE_REFS,
+    FEATURE_SERVICE,
+    PREDICTION_COLUMN,
+    REFERENCE_ARTIFACT,
+    TRAIN_END,
+    TRAIN_PARAMS,
+    TRAIN_RUN_ID,
+    TRAIN_START,
+    VALIDATION_ARTIFACT,
+    VALIDATION_DAYS,
+    VALIDATION_END,
+    VALIDATION_START,
+    join_tag,
+)
 from glue.errors import GlueError
 
 if TYPE_CHECKING:
@@ -37,28 +57,7 @@ PLOTS_DIR = Path("metrics/plots")
 ROC_CURVE_FILE = PLOTS_DIR / "roc_curve.csv"
 PR_CURVE_FILE = PLOTS_DIR / "pr_curve.csv"
 
-CHALLENGER = "challenger"
 TIMESTAMP_COLUMN = "event_timestamp"
-
-# Tags on the run and on the model version, next to lineage.data_lineage_tags().
-TRAIN_START = "glue.train_start"
-TRAIN_END = "glue.train_end"
-VALIDATION_START = "glue.validation_start"
-VALIDATION_END = "glue.validation_end"
-VALIDATION_DAYS = "glue.validation_days"
-FEATURE_SERVICE = "glue.feast_feature_service"
-FEATURE_REFS = "glue.feast_feature_refs"
-FEATURE_COLUMNS = "glue.feature_columns"
-TRAIN_PARAMS = "glue.train_params"
-TRAIN_RUN_ID = "glue.train_run_id"
-# A sample of the training set with the model's scores, kept with the run: glue/monitor.py finds
-# it from the champion's lineage and uses it as the reference window for drift.
-REFERENCE_ARTIFACT = "monitoring/reference.parquet"
-# The held-out validation rows (features, label, this model's score): the gate scores the champion
-# on exactly these rows, and monitoring compares delayed-label quality with them.
-VALIDATION_ARTIFACT = "monitoring/validation.parquet"
-PREDICTION_COLUMN = "prediction"
-FEAST_FEATURE_SERVICE = "feast.feature_service"  # the tag Feast's own model resolver reads
 
 _PLOT_POINTS = 500  # curve rows written for DVC plots (enough for a smooth line, small in git)
 _IMPORTANCE_ROWS = 10_000
@@ -81,7 +80,7 @@ class Windows:
             TRAIN_END: self.train_end.isoformat(),
             VALIDATION_START: self.validation_start.isoformat(),
             VALIDATION_END: self.validation_end.isoformat(),
-            VALIDATION_DAYS: ",".join(self.validation_days),
+            VALIDATION_DAYS: join_tag(self.validation_days),
         }
 
 
@@ -159,8 +158,8 @@ def train(settings: Settings, frame: TrainingFrame | None = None) -> TrainResult
             **windows.tags(),
             FEATURE_SERVICE: frame.feature_service,
             FEAST_FEATURE_SERVICE: frame.feature_service,
-            FEATURE_REFS: ",".join(frame.feature_refs),
-            FEATURE_COLUMNS: ",".join(columns),
+            FEATURE_REFS: join_tag(frame.feature_refs),
+            FEATURE_COLUMNS: join_tag(columns),
             TRAIN_PARAMS: json.dumps(params.model_dump(), sort_keys=True),
         }
         tracking.set_tags(run_tags)
@@ -184,8 +183,8 @@ def train(settings: Settings, frame: TrainingFrame | None = None) -> TrainResult
         tracking.log_frame(validation, VALIDATION_ARTIFACT)
 
         importance = feature_importance(model, valid_df[columns], y_valid, params.random_state)
-        tracking.log_dict(importance, "feature_importance.json")
-        tracking.log_figure(_importance_figure(importance), "feature_importance.png")
+        tracking.log_dict(importance, FEATURE_IMPORTANCE_JSON)
+        tracking.log_figure(_importance_figure(importance), FEATURE_IMPORTANCE_PNG)
 
         _write_dvc_outputs(settings.outputs_dir, metrics, y_valid, scores)
         version = tracking.register_model(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from glue import demo_data, features, monitor, promotion, training, validation
+from glue import contract, demo_data, features, monitor, promotion, training, validation
 from glue.errors import GlueError
 from glue.settings import DemoParams, get_settings
 
@@ -77,14 +77,14 @@ def test_check_is_logged_to_mlflow_once_per_day_and_tags_the_champion(champion_p
 
     client = MlflowClient(settings.mlflow_tracking_uri)
     run = client.get_run(first.run_id)
-    assert run.data.tags[monitor.DAY_TAG] == day.isoformat()
-    assert run.data.tags[monitor.VERSION_TAG] == first.champion_version
+    assert run.data.tags[contract.MONITOR_DAY] == day.isoformat()
+    assert run.data.tags[contract.MONITOR_MODEL_VERSION] == first.champion_version
     assert "drift" in run.data.tags["mlflow.note.content"]
     logged = {a.path for a in client.list_artifacts(first.run_id, "monitoring")}
     assert {"monitoring/drift.html", "monitoring/drift.json", "monitoring/decision.json",
             "monitoring/metrics.prom"} <= logged
     champion = tracking.get_alias(settings.params.train.registered_model_name, "champion")
-    assert champion.tags[monitor.LAST_CHECK_TAG].startswith(f"{day}: drift=true")
+    assert champion.tags[contract.MONITOR_LAST_CHECK].startswith(f"{day}: drift=true")
 
 
 @pytest.mark.slow

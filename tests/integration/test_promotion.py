@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from glue import promotion, training
+from glue import contract, promotion, training
 from glue.errors import GlueError
 from glue.settings import ModelParams, Settings
 from tests.integration.synthetic_frame import synthetic_frame
@@ -28,7 +28,7 @@ def test_gate_story(tmp_project: Path) -> None:
 
     settings = get_settings()
     frame = synthetic_frame()
-    champion = lambda: tracking.get_alias(MODEL, promotion.CHAMPION)  # noqa: E731
+    champion = lambda: tracking.get_alias(MODEL, contract.CHAMPION)  # noqa: E731
 
     # 1. a first model that learnt nothing (shuffled labels) fails the floors: no champion
     noise = training.train(settings, synthetic_frame(shuffle_labels=True))
@@ -49,14 +49,14 @@ def test_gate_story(tmp_project: Path) -> None:
     strong = training.train(settings, frame)
     comparison = promotion.compare(settings, frame)
     assert comparison.decision.passed, comparison.decision.reason
-    tracking.set_alias(MODEL, promotion.CHAMPION, noise.version)  # another gate got there first
+    tracking.set_alias(MODEL, contract.CHAMPION, noise.version)  # another gate got there first
     result = promotion.promote(settings, comparison)
     assert not result.promoted and "changed concurrently" in result.reason
     assert champion().version == noise.version  # not moved by us
     assert tracking.get_version(MODEL, strong.version).tags["glue.gate.decision"] == "stale"
 
     # 4. re-run after restoring: the better model is promoted, with the numbers as tags
-    tracking.set_alias(MODEL, promotion.CHAMPION, modest.version)
+    tracking.set_alias(MODEL, contract.CHAMPION, modest.version)
     result = promotion.evaluate_and_promote(settings, frame)
     assert result.promoted, result.reason
     assert champion().version == strong.version

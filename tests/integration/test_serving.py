@@ -25,12 +25,11 @@ import pytest
 
 from glue import (
     batch_scoring,
+    contract,
     features,
     prediction_log,
-    promotion,
     serving,
     tracking,
-    training,
 )
 from glue.errors import GlueError
 from glue.settings import Settings, get_settings
@@ -135,7 +134,7 @@ def _wait_challenger(client: Any, version: str, timeout: float = 30.0) -> dict[s
 
 def _copy_of_champion(settings: Settings, tags: dict[str, str] | None = None) -> str:
     """A new registered version of the champion's model (a retrain without the wait)."""
-    ref = tracking.get_alias(MODEL, promotion.CHAMPION)
+    ref = tracking.get_alias(MODEL, contract.CHAMPION)
     assert ref is not None
     return tracking.register_model(ref.source, MODEL, {**ref.tags, **(tags or {})})
 
@@ -276,7 +275,7 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
     url = f"http://127.0.0.1:{port}"
     stop = threading.Event()
     seen: list[list[tuple[int, str]]] = [[] for _ in range(4)]
-    before = tracking.get_alias(MODEL, promotion.CHAMPION)
+    before = tracking.get_alias(MODEL, contract.CHAMPION)
     assert before is not None
     try:
         _wait_http_ready(url, server)
@@ -294,7 +293,7 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
             t.start()
         time.sleep(1.0)
         new = _copy_of_champion(project)
-        tracking.set_alias(MODEL, promotion.CHAMPION, new)
+        tracking.set_alias(MODEL, contract.CHAMPION, new)
         deadline = time.monotonic() + 30
         while not any(v == new for part in seen for _, v in part[-5:]):
             assert time.monotonic() < deadline, "the server never switched to the new champion"
@@ -302,8 +301,8 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
         time.sleep(0.5)
 
         # a version that cannot be served (its columns are not in the feature service): kept out
-        broken = _copy_of_champion(project, {training.FEATURE_COLUMNS: "customer_transactions__no_such"})
-        tracking.set_alias(MODEL, promotion.CHAMPION, broken)
+        broken = _copy_of_champion(project, {contract.FEATURE_COLUMNS: "customer_transactions__no_such"})
+        tracking.set_alias(MODEL, contract.CHAMPION, broken)
         time.sleep(1.5)
         stop.set()
         for t in threads:
@@ -312,7 +311,7 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
         ready = httpx.get(f"{url}/ready").json()
     finally:
         stop.set()
-        tracking.set_alias(MODEL, promotion.CHAMPION, before.version)
+        tracking.set_alias(MODEL, contract.CHAMPION, before.version)
         server.send_signal(signal.SIGINT)
         try:
             output, _ = server.communicate(timeout=30)
@@ -335,10 +334,10 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
 
 def test_shadow_mode_logs_the_challenger_and_answers_with_the_champion(
         project: Settings, known: pd.DataFrame) -> None:
-    champion = tracking.get_alias(MODEL, promotion.CHAMPION)
+    champion = tracking.get_alias(MODEL, contract.CHAMPION)
     assert champion is not None
     challenger = _copy_of_champion(project)
-    tracking.set_alias(MODEL, promotion.CHALLENGER, challenger)
+    tracking.set_alias(MODEL, contract.CHALLENGER, challenger)
     with _client(project, mode="shadow") as client:
         _wait_ready(client)
         _wait_challenger(client, challenger)
@@ -355,7 +354,7 @@ def test_shadow_mode_logs_the_challenger_and_answers_with_the_champion(
 
 def test_ab_split_is_deterministic_per_customer(project: Settings, known: pd.DataFrame) -> None:
     challenger = _copy_of_champion(project)
-    tracking.set_alias(MODEL, promotion.CHALLENGER, challenger)
+    tracking.set_alias(MODEL, contract.CHALLENGER, challenger)
     rows = [_txn(r) for r in known.head(60).itertuples()]
     with _client(project, mode="ab", challenger_weight=0.5) as client:
         _wait_ready(client)
@@ -406,7 +405,7 @@ def test_score_batch_one_day_and_all(project: Settings) -> None:
     tx = features.read_transactions(project)
     day = dt.date(2026, 1, 15)
     on_day = tx[tx["event_timestamp"].dt.date == day]
-    champion = tracking.get_alias(MODEL, promotion.CHAMPION)
+    champion = tracking.get_alias(MODEL, contract.CHAMPION)
     assert champion is not None
 
     result = batch_scoring.score_batch(project, day)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from glue import lineage, training
+from glue import contract, lineage, training
 from glue.errors import GlueError
 from tests.integration.synthetic_frame import synthetic_frame
 
@@ -64,35 +64,35 @@ def test_train_logs_registers_and_tags_lineage(tmp_project: Path) -> None:
     for plot in ("roc_curve_plot", "precision_recall_curve_plot", "calibration_curve_plot",
                  "confusion_matrix"):
         assert f"{tracking.EVALUATE_PREFIX}{plot}.png" in artifacts
-    assert {"feature_importance.png", "feature_importance.json", tracking.FEAST_FEATURES_FILE} <= artifacts
+    assert {"feature_importance.png", "feature_importance.json", contract.FEAST_FEATURES_FILE} <= artifacts
 
     # the registered version: alias challenger, every lineage fact as a tag
     client = MlflowClient()
-    version = client.get_model_version_by_alias("fraud-detector", training.CHALLENGER)
+    version = client.get_model_version_by_alias("fraud-detector", contract.CHALLENGER)
     assert str(version.version) == result.version and version.run_id == result.run_id
     expected = {
-        lineage.GIT_COMMIT: head,
-        lineage.GIT_DIRTY: "false",
-        lineage.DVC_DATA_VERSION: "feedbeef.dir",
-        lineage.VALIDATION_SUMMARY: "data/validated/summary.json",
-        training.FEATURE_SERVICE: "fraud_model_v1",
-        training.FEAST_FEATURE_SERVICE: "fraud_model_v1",
-        training.VALIDATION_START: "2026-01-24T00:00:00+00:00",
-        training.VALIDATION_END: "2026-01-31T00:00:00+00:00",
-        training.TRAIN_START: "2026-01-01T00:00:00+00:00",
-        training.TRAIN_RUN_ID: result.run_id,
+        contract.GIT_COMMIT: head,
+        contract.GIT_DIRTY: "false",
+        contract.DVC_DATA_VERSION: "feedbeef.dir",
+        contract.VALIDATION_SUMMARY: "data/validated/summary.json",
+        contract.FEATURE_SERVICE: "fraud_model_v1",
+        contract.FEAST_FEATURE_SERVICE: "fraud_model_v1",
+        contract.VALIDATION_START: "2026-01-24T00:00:00+00:00",
+        contract.VALIDATION_END: "2026-01-31T00:00:00+00:00",
+        contract.TRAIN_START: "2026-01-01T00:00:00+00:00",
+        contract.TRAIN_RUN_ID: result.run_id,
     }
     for key, value in expected.items():
         assert version.tags[key] == value, key
-        if key != training.TRAIN_RUN_ID:
+        if key != contract.TRAIN_RUN_ID:
             assert tags[key] == value, key
     assert len(version.tags[lineage.VALIDATION_SUMMARY_SHA256]) == 64
-    assert "customer_daily:txn_count_1d" in version.tags[training.FEATURE_REFS]
-    assert json.loads(version.tags[training.TRAIN_PARAMS])["validation_days"] == 7
+    assert "customer_daily:txn_count_1d" in version.tags[contract.FEATURE_REFS]
+    assert json.loads(version.tags[contract.TRAIN_PARAMS])["validation_days"] == 7
 
     # artifacts landed in the profile's artifact dir; the model loads and scores
     assert any(settings.mlflow_artifacts_dir.rglob("model.pkl"))
-    model = tracking.load_sklearn_model(f"models:/fraud-detector@{training.CHALLENGER}")
+    model = tracking.load_sklearn_model(f"models:/fraud-detector@{contract.CHALLENGER}")
     assert model.predict_proba(synthetic_frame().X.head(3)).shape == (3, 2)
 
     # DVC metrics and plots

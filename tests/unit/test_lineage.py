@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from glue import lineage
+from glue import contract, lineage
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -49,11 +49,11 @@ def test_pipeline_records_staged_by_dvc_do_not_make_the_code_dirty(repo: Path) -
 def test_git_state_outside_git(tmp_path: Path) -> None:
     assert lineage.git_state(tmp_path) == lineage.GitState(None, None)
     tags = lineage.data_lineage_tags(tmp_path, tmp_path / "data" / "validated")
-    assert tags[lineage.GIT_COMMIT] == lineage.NO_GIT
-    assert tags[lineage.GIT_DIRTY] == "unknown"
-    assert tags[lineage.DVC_DATA_VERSION] == lineage.NO_DVC
-    assert tags[lineage.VALIDATION_SUMMARY] == lineage.NO_SUMMARY
-    assert tags[lineage.VALIDATION_BATCH_DAYS] == "none"
+    assert tags[contract.GIT_COMMIT] == lineage.NO_GIT
+    assert tags[contract.GIT_DIRTY] == "unknown"
+    assert tags[contract.DVC_DATA_VERSION] == lineage.NO_DVC
+    assert tags[contract.VALIDATION_SUMMARY] == lineage.NO_SUMMARY
+    assert tags[contract.VALIDATION_BATCH_DAYS] == "none"
     assert all(isinstance(v, str) and v for v in tags.values())
 
 
@@ -69,12 +69,12 @@ def test_data_lineage_tags_name_the_exact_data(repo: Path) -> None:
     summary = validated / "summary.json"
     summary.write_text('{"accepted": 2}')
     tags = lineage.data_lineage_tags(repo, validated)
-    assert tags[lineage.GIT_COMMIT] == _git(repo, "rev-parse", "HEAD")
-    assert tags[lineage.GIT_DIRTY] == "false"
-    assert tags[lineage.DVC_DATA_VERSION] == "0123abcd.dir"
-    assert tags[lineage.VALIDATION_SUMMARY] == "data/validated/summary.json"
+    assert tags[contract.GIT_COMMIT] == _git(repo, "rev-parse", "HEAD")
+    assert tags[contract.GIT_DIRTY] == "false"
+    assert tags[contract.DVC_DATA_VERSION] == "0123abcd.dir"
+    assert tags[contract.VALIDATION_SUMMARY] == "data/validated/summary.json"
     assert tags[lineage.VALIDATION_SUMMARY_SHA256] == hashlib.sha256(b'{"accepted": 2}').hexdigest()
-    assert tags[lineage.VALIDATION_BATCH_DAYS] == "2026-01-01,2026-01-02"
+    assert tags[contract.VALIDATION_BATCH_DAYS] == "2026-01-01,2026-01-02"
 
 
 def test_run_context_plugin_tags_a_glue_project(tmp_project: Path) -> None:
@@ -83,10 +83,10 @@ def test_run_context_plugin_tags_a_glue_project(tmp_project: Path) -> None:
     provider = GlueLineageRunContext()
     assert provider.in_context()
     tags = provider.tags()
-    assert tags[lineage.PROFILE] == "local"
-    assert tags[lineage.PROJECT_DIR] == str(tmp_project)
-    assert tags[lineage.DVC_DATA_VERSION] == lineage.NO_DVC
-    assert tags[lineage.GIT_DIRTY] in ("true", "false", "unknown")
+    assert tags[contract.PROFILE] == "local"
+    assert tags[contract.PROJECT_DIR] == str(tmp_project)
+    assert tags[contract.DVC_DATA_VERSION] == lineage.NO_DVC
+    assert tags[contract.GIT_DIRTY] in ("true", "false", "unknown")
 
 
 def test_run_context_plugin_outside_a_project_never_raises(tmp_path: Path, monkeypatch) -> None:
