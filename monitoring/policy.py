@@ -1,8 +1,9 @@
 """The monitoring policy: when drift or quality decay counts, and when that calls for a retrain.
 
 Why apart from the Evidently code: the thresholds are a team's decision, kept in ``params.yaml``
-(section ``monitoring:``, DVC-tracked), and the decision rule is plain logic that unit tests can
-pin down without running a report. Evidently measures; this module decides.
+(``defaults.monitoring``, overridden per model under ``models.<name>.monitoring``; DVC-tracked),
+and the decision rule is plain logic that unit tests can pin down without running a report.
+Evidently measures; this module decides.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ DriftMethod = Literal[
     "wasserstein", "psi", "kl_div", "jensenshannon", "hellinger", "ks", "chisquare", "z",
     "anderson", "cramer_von_mises", "mannw", "t_test", "energy_distance", "TVD", "g_test",
 ]
-QualityMetric = Literal["average_precision", "precision", "recall", "roc_auc"]
+QualityMetric = Literal["average_precision", "precision", "recall", "roc_auc", "rmse", "mae", "r2"]
+Direction = Literal["max", "min"]
+# Which way each quality metric is better: decay is a move the other way.
+QUALITY_DIRECTION: dict[str, Direction] = {
+    "average_precision": "max", "precision": "max", "recall": "max", "roc_auc": "max",
+    "rmse": "min", "mae": "min", "r2": "max",
+}
 
 
 class DriftTest(BaseModel):
@@ -53,24 +60,25 @@ class QualityPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    metric: QualityMetric = "average_precision"
-    # Decay: the metric fell below its validation value by more than max_drop, and surely so:
-    # the lower end of the bootstrap interval of the drop (both windows resampled) exceeds it.
-    # A week of labels holds few frauds on either side, and a noisy dip is not decay.
+    metric: QualityMetric | None = None  # None: the task's default (average_precision, rmse)
+    # Decay: the metric got worse than its validation value (lower, or higher for an error such
+    # as rmse) by more than max_drop, in the metric's units, and surely so: the lower end of the
+    # bootstrap interval of the drop (both windows resampled) exceeds it. A week of labels holds
+    # few positives on either side, and a noisy dip is not decay.
     max_drop: float = Field(0.1, ge=0.0)
     confidence: float = Field(0.9, gt=0.5, lt=1.0)
     bootstrap_samples: int = Field(300, ge=50)
     window_days: int = Field(7, ge=1)  # the most recent labelled days the quality is measured on
     min_rows: int = Field(500, ge=1)
-    min_positives: int = Field(20, ge=1)
+    min_positives: int = Field(20, ge=1)  # binary classification only: rows of the positive class
 
 
 class MonitoringParams(BaseModel):
-    """The ``monitoring:`` section of params.yaml."""
+    """One model's monitoring policy: ``defaults.monitoring`` merged with the model's own."""
 
     model_config = ConfigDict(extra="forbid")
 
-    experiment_name: str = "fraud-monitoring"
+    experiment_name: str | None = None  # None: "<model>-monitoring"
     current_days: int = Field(1, ge=1)  # the window checked: the run's day and the days before it
     # the reference: the last days of the champion's training set (None: all of it). Rolling 30-day
     # aggregates are still filling up early in a training set; its recent end is the fair baseline.
@@ -107,13 +115,29 @@ class QualityFinding:
     value: float | None  # None: too few labelled rows (or positives) yet
     baseline: float | None
     rows: int
-    positives: int
+    positives: int | None  # rows of the positive class; None for a task without classes
     window: str
     reason: str = ""
-    # bootstrap interval of the drop (baseline - value) at the policy's confidence; None when
-    # the champion's validation scores are not at hand and only the point values are compared
+    # bootstrap interval of the drop at the policy's confidence; None when the champion's
+    # validation scores are not at hand and only the point values are compared
     drop_low: float | None = None
     drop_high: float | None = None
+
+    @property
+    def direction(self) -> Direction:
+        return QUALITY_DIRECTION[self.metric]
+
+    @property
+    def drop(self) -> float | None:
+        """How much worse than at validation, in the metric's units (positive: worse)."""
+        if self.value is None or self.baseline is None:
+            return None
+        return quality_drop(self.metric, self.baseline, self.value)
+
+
+def quality_drop(metric: str, baseline: float, value: float) -> float:
+    """baseline - value for a metric where higher is better, value - baseline where lower is."""
+    return baseline - value if QUALITY_DIRECTION[metric] == "max" else value - baseline
 
 
 @dataclass(frozen=True)
@@ -176,7 +200,7 @@ def decide(params: MonitoringParams, drift: DriftFinding | None, quality: Qualit
         reasons.append(f"quality: {quality.metric} {quality.value:.3f} on {quality.window}; "
                        "no validation value to compare with")
     else:
-        drop, limit = quality.baseline - quality.value, params.quality.max_drop
+        drop, limit = quality_drop(quality.metric, quality.baseline, quality.value), params.quality.max_drop
         interval = ""
         if quality.drop_low is not None and quality.drop_high is not None:
             is_decay = quality.drop_low > limit
@@ -188,7 +212,7 @@ def decide(params: MonitoringParams, drift: DriftFinding | None, quality: Qualit
                    f"no decay: drop {drop:+.3f}{interval}, not surely beyond the limit {limit:.3f}")
         reasons.append(
             f"{verdict}; {quality.metric} {quality.value:.3f} on {quality.window} "
-            f"({quality.rows} rows, {quality.positives} fraud) vs {quality.baseline:.3f} at validation"
+            f"({_rows(quality)}) vs {quality.baseline:.3f} at validation"
         )
 
     wanted = ("drift" in params.retrain_on and is_drift) or ("decay" in params.retrain_on and is_decay)
@@ -198,3 +222,8 @@ def decide(params: MonitoringParams, drift: DriftFinding | None, quality: Qualit
     elif retrain:
         reasons.append("retrain: requested")
     return Decision(drift=is_drift, decay=is_decay, retrain=retrain, reasons=reasons)
+
+
+def _rows(quality: QualityFinding) -> str:
+    positives = "" if quality.positives is None else f", {quality.positives} positive"
+    return f"{quality.rows} rows{positives}"

@@ -1,6 +1,7 @@
-"""The Evidently adapter: drift and classification-quality reports, saved as HTML and JSON.
+"""The Evidently adapter: drift and model-quality reports, saved as HTML and JSON.
 
-Composes Evidently 0.7's own presets (``DataDriftPreset``, ``ClassificationPreset``) and the
+Composes Evidently 0.7's own presets (``DataDriftPreset``, ``ClassificationPreset``,
+``RegressionPreset``) and the
 ``ValueDrift`` metric for the model's scores; nothing is subclassed. The per-column verdicts come
 from the reports' own tests (a failed ``Value Drift for column X`` test is a drifted column), so
 what the decision sees is exactly what the HTML report shows.
@@ -113,21 +114,31 @@ def drift_report(
 
 
 def quality_report(
-    labelled: pd.DataFrame, target: str, prediction: str, threshold: float, out_dir: Path
+    labelled: pd.DataFrame, target: str, prediction: str, task: str, threshold: float | None,
+    out_dir: Path,
 ) -> SavedReport:
-    """Evidently's classification report of the model on rows whose labels have arrived."""
-    import_evidently()
-    from evidently import BinaryClassification, DataDefinition, Dataset, Report
-    from evidently.presets import ClassificationPreset
+    """Evidently's classification or regression report of the model on rows whose labels arrived.
 
-    data = labelled[[target, prediction]].astype({target: "int64", prediction: "float64"})
-    definition = DataDefinition(
-        numerical_columns=[prediction],
-        classification=[BinaryClassification(target=target, prediction_probas=prediction)],
-    )
-    snapshot = Report([ClassificationPreset(probas_threshold=threshold)]).run(
-        current_data=Dataset.from_pandas(data, data_definition=definition)
-    )
+    `task` is the model's (``binary_classification``: `prediction` is P(positive), cut at
+    `threshold`; ``regression``: `prediction` is the predicted value).
+    """
+    import_evidently()
+    from evidently import BinaryClassification, DataDefinition, Dataset, Regression, Report
+    from evidently.presets import ClassificationPreset, RegressionPreset
+
+    if task == "regression":
+        data = labelled[[target, prediction]].astype("float64")
+        definition = DataDefinition(numerical_columns=[target, prediction],
+                                    regression=[Regression(target=target, prediction=prediction)])
+        preset: Any = RegressionPreset()
+    else:
+        data = labelled[[target, prediction]].astype({target: "int64", prediction: "float64"})
+        definition = DataDefinition(
+            numerical_columns=[prediction],
+            classification=[BinaryClassification(target=target, prediction_probas=prediction)],
+        )
+        preset = ClassificationPreset(probas_threshold=threshold if threshold is not None else 0.5)
+    snapshot = Report([preset]).run(current_data=Dataset.from_pandas(data, data_definition=definition))
     return _save(snapshot, snapshot.dict(), out_dir, QUALITY_HTML, QUALITY_JSON, (0, len(data)))
 
 

@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from glue.features import _unique_key_parts
-from glue.monitor import DECISION_FILE, cooling_down
+from glue.monitor import DECISION_FILE, cooling_down, drop_interval, quality_metric
 from monitoring import alerts, prometheus
 from monitoring.policy import MonitoringParams, QualityFinding, decide, drift_finding
 
@@ -50,6 +50,7 @@ def test_decay_is_a_drop_beyond_the_limit_from_the_validation_value() -> None:
     decayed = decide(PARAMS, None, _quality(0.45))  # drop 0.15
     assert decayed.decay and decayed.retrain
     assert decayed.reasons[1].startswith("decay: drop +0.150 beyond the limit 0.100; average_precision 0.450")
+    assert "(900 rows, 12 positive) vs 0.600 at validation" in decayed.reasons[1]
     unmeasured = decide(PARAMS, None, QualityFinding("average_precision", None, 0.6, 10, 0, "w", "too few"))
     assert not unmeasured.decay and "not measured" in unmeasured.reasons[1]
 
@@ -145,9 +146,50 @@ def test_feast_join_parts_never_repeat_a_key_at_one_instant() -> None:
         "merchant_id": [10, 11, 10, 12, 10],
         "event_timestamp": [t, t, t, t, t + pd.Timedelta(seconds=1)],
     })
-    parts = _unique_key_parts(df)
+    parts = _unique_key_parts(df, ["customer_id", "merchant_id"])
     assert sorted(i for p in parts for i in p["transaction_id"]) == ["a", "b", "c", "d", "e"]
     for part in parts:
         assert not part.duplicated(["customer_id", "event_timestamp"]).any()
         assert not part.duplicated(["merchant_id", "event_timestamp"]).any()
     assert len(parts) == 2
+
+
+def test_regression_decay_is_an_error_that_grew_beyond_the_limit() -> None:
+    """rmse: lower is better, so decay is a rise; no classes, so no positives are counted."""
+    policy = MonitoringParams.model_validate({"quality": {"metric": "rmse", "max_drop": 5.0}})
+
+    def finding(value: float, **interval: float) -> QualityFinding:
+        return QualityFinding("rmse", value, 40.0, 900, None, "w", **interval)
+
+    better = decide(policy, None, finding(30.0))  # 10 units better: a negative drop
+    assert not better.decay and "drop -10.000" in better.reasons[1]
+    worse = decide(policy, None, finding(46.0))
+    assert worse.decay
+    assert worse.reasons[1].startswith("decay: drop +6.000 beyond the limit 5.000; rmse 46.000")
+    assert "(900 rows) vs 40.000 at validation" in worse.reasons[1]
+    assert not decide(policy, None, finding(46.0, drop_low=-1.0, drop_high=12.0)).decay  # noisy
+    r2 = QualityFinding("r2", 0.3, 0.5, 900, None, "w")  # higher is better, like a classifier's AP
+    assert r2.drop == pytest.approx(0.2) and r2.direction == "max"
+
+
+def test_the_drop_interval_points_the_way_the_metric_gets_worse() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    y = rng.normal(100.0, 20.0, 800)
+    good = (y, y + rng.normal(0.0, 5.0, 800))
+    bad = (y, y + rng.normal(0.0, 15.0, 800))
+    rmse = quality_metric("rmse")
+    low, high = drop_interval(good, bad, rmse, 200, 0.9, direction="min", binary=False)
+    assert 8.0 < low < high < 12.0  # rmse rose by ~10: a positive drop
+    low, high = drop_interval(bad, good, rmse, 200, 0.9, direction="min", binary=False)
+    assert high < 0  # it improved
+    assert quality_metric("r2")(y, y) == 1.0 and quality_metric("mae")(y, y + 2.0) == pytest.approx(2.0)
+
+    labels = (rng.random(800) < 0.1).astype(int)
+    scores = labels * 0.6 + rng.random(800) * 0.5
+    low, high = drop_interval((labels, scores), (labels, rng.random(800)),
+                              quality_metric("average_precision"), 200, 0.9)
+    assert low > 0.3  # a model gone random lost most of its average precision
+    precision = quality_metric("precision", threshold=0.9)
+    assert precision(np.array([1, 0, 1]), np.array([0.95, 0.95, 0.5])) == 0.5
