@@ -67,6 +67,35 @@ def demo_data_cmd(out: Path | None, seed: int | None, days: int | None,
     )
 
 
+@cli.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--feature-repo", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The existing Feast repo (copied into DIRECTORY/feature_repo unless it is that folder).")
+@click.option("--name", "names", multiple=True, metavar="MODEL",
+              help="Registered model name; repeat --name/--feature-service/--label/--task per model.")
+@click.option("--feature-service", "services", multiple=True, metavar="NAME",
+              help="The Feast feature service the model is trained and served on.")
+@click.option("--label", "labels", multiple=True, metavar="VIEW:FIELD",
+              help="The model's label: a field of one of the repo's label views.")
+@click.option("--task", "tasks", multiple=True, type=click.Choice(["binary_classification", "regression"]),
+              help="Default: from the label's type (int/bool: binary_classification, float: regression).")
+@click.option("--events", default="events", show_default=True,
+              help="Folder of the raw event batches under data/raw/.")
+@click.option("--git", is_flag=True,
+              help="Also `git init` the project (else, outside a git work tree, `dvc init --no-scm`).")
+def init_cmd(directory: Path, feature_repo: Path, names: tuple[str, ...], services: tuple[str, ...],
+             labels: tuple[str, ...], tasks: tuple[str, ...], events: str, git: bool) -> None:
+    """Make a new project in DIRECTORY around an existing Feast repo (params.yaml, dvc.yaml, dags/).
+
+    Without --name/--feature-service/--label, params.yaml holds a commented model template to fill in.
+    Refuses a directory that already holds params.yaml or dvc.yaml.
+    """
+    from glue import scaffold
+
+    models = scaffold.model_requests(names, services, labels, tasks)
+    click.echo(scaffold.init_project(directory, feature_repo, models, events=events, git=git).summary())
+
+
 @cli.command("validate")
 @click.argument("path", type=click.Path(path_type=Path))
 def validate_cmd(path: Path) -> None:

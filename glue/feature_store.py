@@ -238,6 +238,225 @@ def online_features(store: FeatureStore, rows: list[dict[str, Any]], feature_ser
     return pd.DataFrame(read.matrix(columns), columns=columns)
 
 
+# --- the repo as declared (glue init) -------------------------------------------------------------
+
+# Feast's primitive types -> the dtypes of a params.yaml validation rule (None: no such rule).
+_VALIDATION_DTYPES = {
+    "INT32": "int", "INT64": "int", "FLOAT32": "float", "FLOAT64": "float", "BOOL": "bool",
+    "STRING": "string", "UUID": "string", "TIME_UUID": "string",
+    "UNIX_TIMESTAMP": "datetime", "ZONED_TIMESTAMP": "datetime",
+}
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """One column of a Feast schema: its Feast type and the validation dtype it maps to."""
+
+    name: str
+    feast_type: str  # as Feast prints it: Int64, Float64, Array(String) ...
+    dtype: str | None  # int | float | string | bool | datetime; None for lists, maps, bytes
+
+
+@dataclass(frozen=True)
+class EntityInfo:
+    """An entity: the join key that keys its rows, with the key's type."""
+
+    name: str
+    join_key: str
+    value_type: str  # Feast ValueType name: INT64, STRING ... (UNKNOWN when not declared)
+    feast_type: str | None  # the same as a Feast type (Int64, String ...); None when not declared
+    dtype: str | None
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Where a view's rows come from: the batch source (of a push source, its batch source)."""
+
+    name: str
+    kind: str  # the source class: FileSource, PushSource, PostgreSQLSource ...
+    path: str | None  # a FileSource's path, as declared (relative to the repo)
+    timestamp_field: str | None
+    created_timestamp_column: str | None
+
+
+@dataclass(frozen=True)
+class ViewInfo:
+    """A feature view or a label view: its entities' key columns, its fields and its batch source."""
+
+    name: str
+    entities: tuple[str, ...]
+    entity_columns: tuple[FieldInfo, ...]
+    fields: tuple[FieldInfo, ...]
+    source: SourceInfo | None
+
+    def field(self, name: str) -> FieldInfo | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+
+@dataclass(frozen=True)
+class OnDemandInfo:
+    """An on-demand view: the request sources it reads (their fields come with the request)."""
+
+    name: str
+    request_sources: tuple[str, ...]
+    fields: tuple[FieldInfo, ...]
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """A feature service: the views it serves (feature, on-demand or label views), by name."""
+
+    name: str
+    views: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RepoDescription:
+    """What a Feast repo declares, read from its files without registering anything."""
+
+    path: Path
+    project: str | None
+    entities: tuple[EntityInfo, ...]
+    feature_views: tuple[ViewInfo, ...]
+    on_demand_views: tuple[OnDemandInfo, ...]
+    label_views: tuple[ViewInfo, ...]
+    feature_services: tuple[ServiceInfo, ...]
+    request_sources: dict[str, tuple[FieldInfo, ...]]
+
+    def service(self, name: str) -> ServiceInfo | None:
+        return next((s for s in self.feature_services if s.name == name), None)
+
+    def label_view(self, name: str) -> ViewInfo | None:
+        return next((v for v in self.label_views if v.name == name), None)
+
+    def service_keys(self, name: str) -> tuple[FieldInfo, ...]:
+        """The entity key columns a request to the service carries (one per join key)."""
+        service = self.service(name)
+        views = {v.name: v for v in self.feature_views}
+        keys: dict[str, FieldInfo] = {}
+        for view in (views[v] for v in (service.views if service else ()) if v in views):
+            for column in view.entity_columns:
+                keys.setdefault(column.name, column)
+        return tuple(keys.values())
+
+    def service_request_fields(self, name: str) -> tuple[FieldInfo, ...]:
+        """The request-source fields the service's on-demand views need from the request itself."""
+        service = self.service(name)
+        odfvs = {v.name: v for v in self.on_demand_views}
+        fields: dict[str, FieldInfo] = {}
+        for odfv in (odfvs[v] for v in (service.views if service else ()) if v in odfvs):
+            for source in odfv.request_sources:
+                for f in self.request_sources.get(source, ()):
+                    fields.setdefault(f.name, f)
+        return tuple(fields.values())
+
+
+def describe_repo(repo_path: Path) -> RepoDescription:
+    """Read a Feast repo's declarations as `feast apply` would parse them, registering nothing.
+
+    `glue init` builds a project around a team's existing repo: the model specs and the validation
+    suite come from what the repo declares (entities, views, label views, services, request
+    sources), so it must be read without a registry, a store or the team's data.
+    """
+    from feast import FileSource, PushSource
+    from feast.repo_operations import parse_repo
+
+    repo = Path(repo_path).resolve()
+    if not repo.is_dir():
+        raise GlueError(f"feature repo {repo}: no such directory")
+    out = io.StringIO()
+    dont_write = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # leave no __pycache__ in the team's repo
+    try:
+        with _inside_repo(repo), contextlib.redirect_stdout(out), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                contents = parse_repo(repo)
+            except Exception as exc:  # the team's code: an import error, a bad definition ...
+                raise GlueError(f"feature repo {repo}: Feast cannot parse it: "
+                                f"{type(exc).__name__}: {exc}") from None
+    finally:
+        sys.dont_write_bytecode = dont_write
+    log.debug("feast parse_repo:\n%s", out.getvalue())
+
+    def fields(schema: Any) -> tuple[FieldInfo, ...]:
+        return tuple(_field_info(f.name, f.dtype) for f in schema)
+
+    def source(src: Any) -> SourceInfo | None:
+        if isinstance(src, PushSource) and src.batch_source is not None:
+            src = src.batch_source
+        if src is None:
+            return None
+        return SourceInfo(name=src.name, kind=type(src).__name__,
+                          path=src.path if isinstance(src, FileSource) else None,
+                          timestamp_field=src.timestamp_field or None,
+                          created_timestamp_column=src.created_timestamp_column or None)
+
+    from feast.types import from_value_type
+
+    entities = []
+    for entity in contents.entities:
+        if entity.name == "__dummy":
+            continue
+        value_type = entity.value_type.name
+        feast_type = None if value_type == "UNKNOWN" else from_value_type(entity.value_type)
+        entities.append(EntityInfo(name=entity.name, join_key=entity.join_key, value_type=value_type,
+                                   feast_type=str(feast_type) if feast_type else None,
+                                   dtype=_field_info("", feast_type).dtype if feast_type else None))
+    by_name = {e.name: e for e in entities}
+
+    def view(fv: Any, src: Any) -> ViewInfo:
+        # Feast infers a view's key columns at apply time when its schema omits them: until then
+        # they are the join keys of its entities, typed as the entities declare
+        keys = {f.name: f for f in fields(fv.entity_columns)}
+        for name in fv.entities:
+            entity = by_name.get(name)
+            if entity is not None and entity.join_key not in keys:
+                keys[entity.join_key] = FieldInfo(name=entity.join_key, dtype=entity.dtype,
+                                                  feast_type=entity.feast_type or "Unknown")
+        return ViewInfo(name=fv.name, entities=tuple(fv.entities), entity_columns=tuple(keys.values()),
+                        fields=fields(fv.features), source=source(src))
+    request_sources = {s.name: fields(s.schema) for s in contents.data_sources
+                       if type(s).__name__ == "RequestSource"}
+    for odfv in contents.on_demand_feature_views:
+        for name, s in odfv.source_request_sources.items():
+            request_sources.setdefault(name, fields(s.schema))
+    project = contents.projects[0].name if contents.projects else _yaml_project(repo)
+    return RepoDescription(
+        path=repo,
+        project=project,
+        entities=tuple(sorted(entities, key=lambda e: e.name)),
+        feature_views=tuple(sorted((view(fv, fv.batch_source) for fv in contents.feature_views),
+                                   key=lambda v: v.name)),
+        on_demand_views=tuple(sorted(
+            (OnDemandInfo(name=v.name, request_sources=tuple(v.source_request_sources),
+                          fields=fields(v.features)) for v in contents.on_demand_feature_views),
+            key=lambda v: v.name)),
+        label_views=tuple(sorted((view(lv, lv.source) for lv in contents.label_views), key=lambda v: v.name)),
+        feature_services=tuple(sorted(
+            (ServiceInfo(name=s.name, views=tuple(p.name for p in s.feature_view_projections))
+             for s in contents.feature_services), key=lambda s: s.name)),
+        request_sources=request_sources,
+    )
+
+
+def _field_info(name: str, feast_type: Any) -> FieldInfo:
+    kind = getattr(feast_type, "name", None) if type(feast_type).__name__ == "PrimitiveFeastType" else None
+    return FieldInfo(name=name, feast_type=str(feast_type), dtype=_VALIDATION_DTYPES.get(kind or ""))
+
+
+def _yaml_project(repo: Path) -> str | None:
+    """The project named in the repo's feature_store.yaml (when no Project object declares it)."""
+    import yaml
+
+    config = repo / "feature_store.yaml"
+    try:
+        data = yaml.safe_load(config.read_text()) if config.is_file() else None
+    except yaml.YAMLError:
+        return None
+    return data.get("project") if isinstance(data, dict) else None
+
+
 # --- online reads for scoring ---------------------------------------------------------------------
 
 _NOT_FOUND = 3  # feast FieldStatus.NOT_FOUND: no row for this entity key in the online store
