@@ -1,8 +1,9 @@
 """The assets (data-aware triggers) shared by the mlops-glue DAGs.
 
-Declarations only, so any DAG file can import them without cost. An asset event on
-``RETRAIN_REQUEST`` (emitted by glue_monitoring when drift or quality decay calls for it) starts
-glue_training; ``FEATURES`` marks fresh feature snapshots in the Feast online store.
+Declarations only, so any DAG file can import them without cost. ``FEATURES`` marks fresh
+feature snapshots in the Feast online store (emitted by glue_features); each model's monitoring
+DAG runs on it. An event on a model's :func:`retrain_request` (emitted by its monitoring DAG when
+drift or quality decay calls for it) starts that model's training DAG.
 """
 
 from __future__ import annotations
@@ -11,8 +12,13 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Asset
 
-RETRAIN_REQUEST = Asset("glue://retrain-request")
 FEATURES = Asset("glue://features")
+
+
+def retrain_request(model: str) -> Asset:
+    """The asset whose events start `model`'s training DAG: glue://<model>/retrain-request."""
+    return Asset(f"glue://{model}/retrain-request")
+
 
 # Shared by every mlops-glue DAG: start in the past, never backfill, retry transient failures once.
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)

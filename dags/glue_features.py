@@ -1,9 +1,10 @@
 """
 ### glue_features: today's batches into the feature store
 
-Daily: the validation gate (Great Expectations) accepts or quarantines every raw transaction batch,
-then the feature stage builds the daily snapshot aggregates, runs `feast apply` and materializes
-them to the online store, and marks the asset `glue://features`.
+Daily, for the whole project: the validation gate (Great Expectations) accepts or quarantines
+every raw event batch, then the feature stage builds the project's feature tables, runs
+`feast apply` and materializes them to the online store, and marks the asset `glue://features`,
+which starts every model's monitoring DAG (`glue_monitoring__<model>`).
 
 Each task calls one glue function (the same one `glue validate-batches` / `glue features` and the
 `dvc.yaml` stages run). A rejected batch fails `validate` without retries; see the quarantine

@@ -1,65 +1,105 @@
+"""One training DAG per model of params.yaml: ``glue_training__<model>``.
+
+Each trains a challenger and gates it against that model's champion, weekly (Mondays 03:00 UTC)
+and whenever the model's monitoring DAG requests a retrain (asset
+``glue://<model>/retrain-request``). Built in a loop from the model specs, as Airflow's dynamic DAG
+generation docs show; each task calls one glue function, the same `glue train --model <model>`
+and `dvc repro` run.
 """
-### glue_training: train a challenger and gate it against the champion
 
-Runs weekly, and whenever `glue_monitoring` requests a retrain (asset `glue://retrain-request`).
+from __future__ import annotations
 
-1. **validate** - the Great Expectations gate over the raw batches;
-2. **features** - snapshot aggregates, `feast apply`, materialize online;
-3. **train** - fit on the Feast point-in-time training set, log to MLflow, register the new
-   version with alias `challenger`;
-4. **evaluate** - score challenger and champion on the same fresh window (paired bootstrap);
-5. **promote** - move alias `champion` only if the challenger passed (see the MLflow model
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, get_parsing_context, task
+from assets import DEFAULT_ARGS, START_DATE, TAGS, retrain_request
+from project import models, training_dag_id
+from shared_tasks import features, validate
+
+DOC = """
+### {dag_id}: train a challenger of `{model}` and gate it against the champion
+
+`{model}`: {task} on the Feast feature service `{feature_service}` (params.yaml `models:`).
+Runs on Mondays 03:00 UTC, and whenever `glue_monitoring__{model}` requests a retrain
+(asset `glue://{model}/retrain-request`).
+
+1. **refresh_needed** - fresh features first (validate, features), unless they are fresh
+   already: a retrain request comes right after glue_features refreshed them, and a run with
+   conf `{{"refresh": false}}` says so;
+2. **validate** - the Great Expectations gate over the raw batches;
+3. **features** - the project's tables, `feast apply`, materialize online;
+4. **train** - fit on the Feast point-in-time training set, log to MLflow, register the new
+   version of `{model}` with alias `challenger`;
+5. **evaluate** - score challenger and champion on the same fresh window (paired bootstrap);
+6. **promote** - move alias `champion` only if the challenger passed (see the MLflow model
    version's `glue.gate.*` tags for the numbers and the reason).
 
 Each task calls one glue function, the same the `glue` CLI and `dvc repro` run.
 """
 
-from __future__ import annotations
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
-from assets import DEFAULT_ARGS, RETRAIN_REQUEST, START_DATE, TAGS
-from shared_tasks import features, validate
+def training_dag(model: dict) -> None:
+    """Declare the training DAG of one model."""
+    name = model["name"]
+    dag_id = training_dag_id(name)
+
+    @dag(
+        dag_id=dag_id,
+        schedule=AssetOrTimeSchedule(
+            timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"),  # Mondays 03:00 UTC
+            assets=retrain_request(name),
+        ),
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=[*TAGS, name],
+        doc_md=DOC.format(dag_id=dag_id, model=name, task=model["task"],
+                          feature_service=model["feature_service"]),
+    )
+    def glue_training():
+        @task.branch
+        def refresh_needed(dag_run=None) -> str:  # noqa: ANN001 - Airflow's context
+            """`validate` (refresh the features first), or straight to `train` when they are fresh."""
+            conf = dict(getattr(dag_run, "conf", None) or {})
+            run_type = getattr(dag_run, "run_type", "")
+            triggered = getattr(run_type, "value", run_type) == "asset_triggered"
+            return "train" if triggered or conf.get("refresh") is False else "validate"
+
+        @task(trigger_rule="none_failed_min_one_success")
+        def train() -> str:
+            """Fit, log to MLflow, register the new version as `challenger`."""
+            from glue import training
+            from glue.orchestration import run_stage
+
+            return run_stage(training.train, model=name)
+
+        @task
+        def evaluate() -> str:
+            """Challenger vs champion on the same window: the gate's verdict, kept for `promote`."""
+            from glue import promotion
+            from glue.orchestration import run_stage
+
+            return run_stage(promotion.evaluate, model=name)
+
+        @task
+        def promote() -> dict:
+            """Move `champion` to the challenger if the verdict says so (re-checked under a lock)."""
+            from glue import promotion
+            from glue.orchestration import run_stage
+
+            return run_stage(promotion.promote_evaluated, model=name,
+                             keep=("promoted", "challenger_version", "champion_after"))
+
+        branch, fitted = refresh_needed(), train()
+        # this refresh announces no glue://features: the monitoring DAGs it would start could
+        # request another retrain of a model that is training right now
+        branch >> validate() >> features.override(outlets=[])() >> fitted
+        branch >> fitted
+        fitted >> evaluate() >> promote()
+
+    glue_training()
 
 
-@dag(
-    schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"),  # Mondays 03:00 UTC
-        assets=RETRAIN_REQUEST,
-    ),
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    tags=TAGS,
-    doc_md=__doc__,
-)
-def glue_training():
-    @task
-    def train() -> str:
-        """Fit, log to MLflow, register the new version as `challenger`."""
-        from glue import training
-        from glue.orchestration import run_stage
-
-        return run_stage(training.train)
-
-    @task
-    def evaluate() -> str:
-        """Challenger vs champion on the same window: the gate's verdict, kept for `promote`."""
-        from glue import promotion
-        from glue.orchestration import run_stage
-
-        return run_stage(promotion.evaluate)
-
-    @task
-    def promote() -> dict:
-        """Move `champion` to the challenger if the verdict says so (re-checked under a lock)."""
-        from glue import promotion
-        from glue.orchestration import run_stage
-
-        return run_stage(promotion.promote_evaluated,
-                         keep=("promoted", "challenger_version", "champion_after"))
-
-    validate() >> features() >> train() >> evaluate() >> promote()
-
-
-glue_training()
+_parsing = get_parsing_context().dag_id  # a task run parses the file for its own DAG only
+for _model in models():
+    if _parsing is None or _parsing == training_dag_id(_model["name"]):
+        training_dag(_model)

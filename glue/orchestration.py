@@ -7,8 +7,11 @@ Redis broker). :func:`airflow_env` decides that once; every Airflow process glue
 migrate``, ``airflow dags test``, ``airflow standalone``) gets that environment, so a user who runs
 the ``airflow`` CLI themselves with ``glue airflow env`` sees exactly what glue sees.
 
-DAG tasks call :func:`run_stage`, which turns a user mistake (:class:`GlueError`) into a task
-failure that Airflow does not retry: bad data will still be bad in five minutes.
+The DAGs (dags/) are built from the project's model specs: one ``glue_features`` DAG for the
+project, and per model ``glue_training__<model>`` and ``glue_monitoring__<model>``
+(:func:`dag_ids`). Their tasks call :func:`run_stage` / :func:`run_check`, which turn a user
+mistake (:class:`GlueError`) into a task failure that Airflow does not retry: bad data will still
+be bad in five minutes.
 """
 
 from __future__ import annotations
@@ -28,7 +31,12 @@ from glue.errors import GlueError
 if TYPE_CHECKING:
     from glue.settings import Settings
 
-DAG_IDS = ("glue_features", "glue_monitoring", "glue_training")
+# DAG ids, as dags/project.py builds them from params.yaml (the DAG files may not import glue)
+FEATURES_DAG = "glue_features"
+TRAINING_DAG_PREFIX = "glue_training__"
+MONITORING_DAG_PREFIX = "glue_monitoring__"
+# conf of a training run whose features are already fresh (glue_features ran just before)
+REFRESH_CONF = "refresh"
 
 # prod defaults name the development services (DESIGN.md); override through the environment.
 PROD_DB_ENV = "GLUE_AIRFLOW_DB_URI"
@@ -63,6 +71,22 @@ class DagTestResult:
     def summary(self) -> str:
         states = ", ".join(f"{task} {state}" for task, state in self.task_states.items())
         return f"{self.dag_id} {self.logical_date}: ok in {self.seconds:.1f} s ({states})"
+
+
+def training_dag_id(model: str) -> str:
+    """The DAG that trains, gates and promotes one model."""
+    return TRAINING_DAG_PREFIX + model
+
+
+def monitoring_dag_id(model: str) -> str:
+    """The DAG that checks one model's champion every day and may request its retraining."""
+    return MONITORING_DAG_PREFIX + model
+
+
+def dag_ids(settings: Settings) -> list[str]:
+    """Every DAG of the project: glue_features, then each model's training and monitoring DAG."""
+    return [FEATURES_DAG, *(dag for m in settings.models
+                            for dag in (training_dag_id(m.name), monitoring_dag_id(m.name)))]
 
 
 def airflow_env(settings: Settings) -> dict[str, str]:
@@ -262,18 +286,21 @@ def password_file(settings: Settings) -> Path:
     return Path(airflow_env(settings)["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
 
 
-def run_stage(stage: Callable[[Settings], Any], keep: tuple[str, ...] = ()) -> Any:
+def run_stage(stage: Callable[..., Any], keep: tuple[str, ...] = (), model: str | None = None) -> Any:
     """Run one glue stage inside an Airflow task; return its summary (small, for XCom).
 
-    With ``keep``, return a dict of the summary and those fields of the result instead. A
-    GlueError (bad data, bad settings) fails the task without retries: retrying cannot fix it.
+    A project stage is called as ``stage(settings)``; with `model` (a model's name), as
+    ``stage(settings, spec)`` with that model's spec. With ``keep``, return a dict of the summary
+    and those fields of the result instead. A GlueError (bad data, bad settings) fails the task
+    without retries: retrying cannot fix it.
     """
     from airflow.sdk.exceptions import AirflowFailException
 
     from glue.settings import get_settings
 
     try:
-        result = stage(get_settings())
+        settings = get_settings()
+        result = stage(settings) if model is None else stage(settings, settings.model(model))
     except GlueError as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
     if keep:
@@ -281,21 +308,27 @@ def run_stage(stage: Callable[[Settings], Any], keep: tuple[str, ...] = ()) -> A
     return result.summary()
 
 
-def run_check(ds: str | None) -> dict[str, Any]:
-    """The monitoring check for the run's day (``ds``, YYYY-MM-DD), as a small dict for XCom."""
+def run_check(model: str, ds: str | None) -> dict[str, Any]:
+    """One model's monitoring check for the run's day as a small dict for XCom.
+
+    The day is the run's (``ds``, YYYY-MM-DD); a run without one (started by an asset event)
+    checks the newest day with a validated batch.
+    """
     from airflow.sdk.exceptions import AirflowFailException
 
     from glue import monitor
     from glue.settings import get_settings
 
-    day = date.fromisoformat(ds) if ds else date.today()
     try:
-        result = monitor.check(get_settings(), day)
+        settings = get_settings()
+        day = date.fromisoformat(ds) if ds else monitor.last_data_day(settings)
+        result = monitor.check(settings, settings.model(model), day)
     except GlueError as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
     decision = result.decision
-    return {"day": day.isoformat(), "drift": bool(decision.drift), "decay": bool(decision.decay),
-            "retrain": bool(decision.retrain), "summary": result.summary()}
+    return {"model": model, "day": day.isoformat(), "drift": bool(decision.drift),
+            "decay": bool(decision.decay), "retrain": bool(decision.retrain),
+            "summary": result.summary()}
 
 
 def _airflow(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:

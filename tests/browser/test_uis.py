@@ -220,11 +220,12 @@ def test_mlflow_ui_lists_the_training_runs_with_the_champions_run(
 # --- Airflow ------------------------------------------------------------------------------------
 
 
-def test_airflow_ui_lists_the_dags_and_the_last_run(browser: Any, uis: Uis, artifacts: Path) -> None:
+def test_airflow_ui_lists_the_dags_and_the_last_run(browser: Any, uis: Uis, project: Settings,
+                                                     artifacts: Path) -> None:
     base = uis.airflow.wait_ready()
     _airflow_login(browser, uis, artifacts, next_path="/dags")
     browser.get(f"{base}/dags")
-    for dag_id in orchestration.DAG_IDS:
+    for dag_id in orchestration.dag_ids(project):
         _wait_for(browser, artifacts, "airflow-dags", f"DAG {dag_id!r} in the DAG list", _dag_card(dag_id))
     _wait_for(browser, artifacts, "airflow-dags",
               f"glue_features' latest run {uis.features_run_id!r} with state 'success' in the DAG list",

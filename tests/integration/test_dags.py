@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from glue import demo_data, orchestration
+from glue import orchestration, project_code
 from glue.errors import GlueError
-from glue.settings import DemoParams, load_settings
+from glue.settings import Settings, load_settings
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 DAGS_DIR = PROJECT_DIR / "dags"
@@ -44,11 +44,13 @@ print(json.dumps({
     "dags": {d.dag_id: {
         "tasks": {t.task_id: sorted(t.upstream_task_ids) for t in d.tasks},
         "outlets": {t.task_id: sorted(a.uri for a in t.outlets) for t in d.tasks},
+        "trigger_rules": {t.task_id: str(getattr(t.trigger_rule, "value", t.trigger_rule))
+                          for t in d.tasks},
         "retries": {t.task_id: t.retries for t in d.tasks},
         "timetable": type(d.timetable).__name__,
         "cron": getattr(getattr(d.timetable, "timetable", d.timetable), "expression", None),
         "assets": assets(getattr(d.timetable, "asset_condition", None)),
-        "catchup": d.catchup, "tags": sorted(d.tags), "doc_md": bool(d.doc_md),
+        "catchup": d.catchup, "tags": sorted(d.tags), "doc_md": bool(d.doc_md), "doc": d.doc_md or "",
     } for d in bag.dags.values()},
 }))
 """
@@ -67,9 +69,16 @@ print("heavy=" + ",".join(sorted(m for m in set(sys.modules) - before if m.split
 """
 
 
-def _airflow_python(script: str, *args: str, home: Path) -> str:
+def generate_demo(settings: Settings, **overrides: object) -> None:
+    """The project's own data generator (params.yaml data.generator), with demo: overrides."""
+    generate = project_code.load_callable(settings.params.data.generator or "", settings.project_dir,
+                                          "data.generator")
+    generate({**settings.params.demo, **overrides}, settings.raw_dir)
+
+
+def _airflow_python(script: str, *args: str, home: Path, project: Path = PROJECT_DIR) -> str:
     env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR)}
+           "AIRFLOW__CORE__DAGS_FOLDER": str(project / "dags"), "GLUE_PROJECT_DIR": str(project)}
     proc = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -84,7 +93,13 @@ def dagbag(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_all_dags_load_without_import_errors(dagbag: dict) -> None:
     assert dagbag["errors"] == {}
-    assert set(dagbag["dags"]) == set(orchestration.DAG_IDS)
+    settings = load_settings("local", PROJECT_DIR)
+    assert sorted(dagbag["dags"]) == sorted(orchestration.dag_ids(settings))
+    models = [m.name for m in settings.models]
+    assert len(models) >= 2  # the demo's two models: one DAG pair each
+    for name in models:
+        assert orchestration.training_dag_id(name) == f"glue_training__{name}"
+        assert orchestration.monitoring_dag_id(name) == f"glue_monitoring__{name}"
 
 
 def test_features_dag_validates_then_builds_features_daily(dagbag: dict) -> None:
@@ -94,33 +109,59 @@ def test_features_dag_validates_then_builds_features_daily(dagbag: dict) -> None
     assert dag["timetable"] == "CronTriggerTimetable" and dag["cron"] == "0 0 * * *"  # @daily
 
 
-def test_training_dag_runs_weekly_or_on_retrain_request(dagbag: dict) -> None:
-    dag = dagbag["dags"]["glue_training"]
-    assert dag["tasks"] == {"validate": [], "features": ["validate"], "train": ["features"],
-                            "evaluate": ["train"], "promote": ["evaluate"]}
-    assert dag["timetable"] == "AssetOrTimeSchedule"
-    assert dag["cron"] == "0 3 * * 1"  # Mondays
-    assert dag["assets"] == ["glue://retrain-request/"]
+def test_each_model_trains_weekly_or_on_its_own_retrain_request(dagbag: dict) -> None:
+    for model in load_settings("local", PROJECT_DIR).models:
+        dag = dagbag["dags"][f"glue_training__{model.name}"]
+        assert dag["tasks"] == {"refresh_needed": [], "validate": ["refresh_needed"],
+                                "features": ["validate"], "train": ["features", "refresh_needed"],
+                                "evaluate": ["train"], "promote": ["evaluate"]}
+        assert dag["trigger_rules"]["train"] == "none_failed_min_one_success"
+        assert dag["timetable"] == "AssetOrTimeSchedule"
+        assert dag["cron"] == "0 3 * * 1"  # Mondays
+        assert dag["assets"] == [f"glue://{model.name}/retrain-request"]
+        # its refresh announces no fresh features: that would start the monitoring DAGs again
+        assert all(uris == [] for uris in dag["outlets"].values())
+        assert dag["tags"] == sorted(["mlops-glue", model.name])
+        assert f"`{model.feature_service}`" in dag["doc"]
 
 
-def test_monitoring_dag_requests_retrain_only_through_the_gate(dagbag: dict) -> None:
-    dag = dagbag["dags"]["glue_monitoring"]
-    assert dag["tasks"] == {
-        "validate": [], "features": ["validate"], "check": ["features"],
-        "retrain_needed": ["check"], "request_retrain": ["check", "retrain_needed"],
-    }
-    # Only the task behind the short-circuit emits the asset glue_training is scheduled on.
-    assert {t for t, uris in dag["outlets"].items() if "glue://retrain-request/" in uris} == {
-        "request_retrain"}
-    assert dag["cron"] == "0 0 * * *"
+def test_each_model_is_monitored_after_a_feature_refresh_and_requests_only_its_own_retrain(
+    dagbag: dict,
+) -> None:
+    for model in load_settings("local", PROJECT_DIR).models:
+        dag = dagbag["dags"][f"glue_monitoring__{model.name}"]
+        assert dag["tasks"] == {"check": [], "retrain_needed": ["check"],
+                                "request_retrain": ["check", "retrain_needed"]}
+        assert dag["timetable"] == "AssetTriggeredTimetable"
+        assert dag["assets"] == ["glue://features/"]
+        # Only the task behind the short-circuit emits the asset the model's training is scheduled on.
+        assert {t: uris for t, uris in dag["outlets"].items() if uris} == {
+            "request_retrain": [f"glue://{model.name}/retrain-request"]}
 
 
 def test_every_dag_is_tagged_documented_retried_and_never_backfills(dagbag: dict) -> None:
     for dag_id, dag in dagbag["dags"].items():
-        assert dag["tags"] == ["mlops-glue"], dag_id
+        assert "mlops-glue" in dag["tags"], dag_id
         assert dag["doc_md"], dag_id
         assert dag["catchup"] is False, dag_id
         assert all(1 <= r <= 2 for r in dag["retries"].values()), dag_id
+
+
+def test_the_dags_follow_params_yaml(tmp_path: Path) -> None:
+    """A project's models are configuration: a third model in params.yaml is a third DAG pair."""
+    import yaml
+
+    shutil.copytree(DAGS_DIR, tmp_path / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((PROJECT_DIR / "params.yaml").read_text())
+    first = next(iter(params["models"]))
+    params["models"]["another-model"] = params["models"][first]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    home = tmp_path / "airflow_home"
+    bag = json.loads(_airflow_python(_DESCRIBE, str(tmp_path / "dags"), home=home,
+                                     project=tmp_path))
+    assert bag["errors"] == {}
+    assert {"glue_training__another-model", "glue_monitoring__another-model"} <= set(bag["dags"])
+    assert len(bag["dags"]) == 1 + 2 * len(params["models"])
 
 
 @pytest.mark.parametrize("name", DAG_FILES)
@@ -155,8 +196,7 @@ def test_airflow_env_switches_metadata_db_and_executor_by_profile(
 def test_features_dag_runs_end_to_end_and_fails_loudly_on_a_bad_batch(tmp_project: Path) -> None:
     shutil.copytree(DAGS_DIR, tmp_project / "dags", ignore=shutil.ignore_patterns("__pycache__"))
     settings = load_settings("local")
-    demo_data.generate(DemoParams(days=10, transactions_per_day=300, customers=300, merchants=40),
-                       settings.raw_dir)
+    generate_demo(settings, days=10, transactions_per_day=300, customers=300, merchants=40)
 
     orchestration.init_airflow(settings)
     stamp = settings.airflow_home / "glue-db-migrated.json"
@@ -176,9 +216,9 @@ def test_features_dag_runs_end_to_end_and_fails_loudly_on_a_bad_batch(tmp_projec
 
     # A broken batch: the gate task fails (no retry), the error names the DAG and the task, and
     # the batch is kept in quarantine.
-    bad = pd.read_parquet(settings.raw_transactions_dir / "2026-01-10.parquet")
+    bad = pd.read_parquet(settings.raw_events_dir / "2026-01-10.parquet")
     bad.loc[0, "amount"] = -5.0
-    bad.to_parquet(settings.raw_transactions_dir / "2026-01-11.parquet", index=False)
+    bad.to_parquet(settings.raw_events_dir / "2026-01-11.parquet", index=False)
     with pytest.raises(GlueError) as failed:
         orchestration.test_dag(settings, "glue_features", "2026-01-11")
     message = str(failed.value)
@@ -235,7 +275,7 @@ def test_simulation_delivers_one_day_at_a_time_and_trains_only_when_asked(
     assert result.days[0].promoted is None
     assert result.bootstrap_champion == "7"
     # The project's own raw data and MLflow store are untouched.
-    assert not settings.raw_transactions_dir.exists() or not any(settings.raw_transactions_dir.iterdir())
+    assert not settings.raw_events_dir.exists() or not any(settings.raw_events_dir.iterdir())
     assert result.mlflow_tracking_uri.endswith("simulation/mlflow.db")
     feast_yaml = result.staging_dir / "feature_store.yaml"
     assert str(result.staging_dir / "feast" / "registry.db") in feast_yaml.read_text()
