@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from glue import contract
+from glue import atomic, contract
 from glue.errors import GlueError
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def score_batch(settings: Settings, day: dt.date | None = None,
     path = settings.data_dir / SCORES_DIR / f"{day:%Y-%m-%d}.parquet" if day else (
         settings.data_dir / SCORES_DIR / "all.parquet")
     out = out[list(OUTPUT_COLUMNS)]
-    _write_atomic(out, path)
+    atomic.write_with(path, lambda tmp: out.to_parquet(tmp, index=False))
     table = write_table(out, settings.warehouse_uri, day) if settings.warehouse_uri else None
     return BatchScoreResult(path=path, table=table, day=day, rows=len(out),
                             flagged=int((scores >= threshold).sum()),
@@ -125,13 +125,6 @@ def _with_service(settings: Settings, service: str) -> Settings:
         return settings
     features = settings.params.features.model_copy(update={"feature_service": service})
     return settings.model_copy(update={"params": settings.params.model_copy(update={"features": features})})
-
-
-def _write_atomic(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(path)
 
 
 def write_table(df: pd.DataFrame, uri: str, day: dt.date | None) -> str:

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from glue import contract
+from glue import atomic, contract
 from glue.contract import CHAMPION, PREDICTION_COLUMN
 from glue.errors import GlueError
 from monitoring.policy import Decision, DriftFinding, QualityFinding, decide
@@ -386,10 +386,7 @@ def _record(settings: Settings, result: CheckResult, *, champion: VersionRef | N
     (result.out_dir / DECISION_FILE).write_text(json.dumps(record, indent=2, default=str))
     prom = _prometheus(result)
     (result.out_dir / METRICS_FILE).write_text(prom)
-    latest = settings.monitoring_dir / METRICS_FILE
-    tmp = latest.with_suffix(".tmp")
-    tmp.write_text(prom)
-    tmp.replace(latest)
+    atomic.write_text(settings.monitoring_dir / METRICS_FILE, prom)  # what node_exporter reads
 
     run_id = _log_to_mlflow(settings, result, champion)
     seconds = time.perf_counter() - started if started is not None else 0.0

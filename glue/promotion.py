@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from glue import contract
+from glue import atomic, contract
 from glue.contract import CHALLENGER, CHAMPION, GATE_PASSED, GATE_REJECTED, GATE_STALE, gate_tag
 from glue.errors import GlueError
 
@@ -129,11 +129,7 @@ def evaluate_and_promote(settings: Settings, frame: TrainingFrame | None = None)
 def evaluate(settings: Settings, frame: TrainingFrame | None = None) -> Comparison:
     """The `evaluate` stage: compare, and keep the comparison for `promote` (metrics/evaluation.json)."""
     comparison = compare(settings, frame)
-    path = settings.outputs_dir / EVALUATION_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(comparison.to_json(), indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    atomic.write_json(settings.outputs_dir / EVALUATION_FILE, comparison.to_json(), indent=2, sort_keys=True)
     return comparison
 
 
@@ -455,10 +451,7 @@ def _weighted_metric(w: np.ndarray, y: np.ndarray, last: np.ndarray, metric: str
 
 
 def _write_gate_json(path: Path, result: GateResult) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"promoted": result.promoted, "challenger_version": result.challenger_version,
                "champion_before": result.champion_before, "champion_after": result.champion_after,
                "decided_at": result.decided_at, "reason": result.reason, **result.metrics}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    atomic.write_json(path, payload, indent=2, sort_keys=True)

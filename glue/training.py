@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from glue import lineage
+from glue import atomic, lineage
 from glue.contract import (
     CHALLENGER,
     FEAST_FEATURE_SERVICE,
@@ -372,8 +372,8 @@ def _write_dvc_outputs(project_dir: Path, metrics: dict[str, float], y: np.ndarr
     for rel, table in curves.items():
         if len(table) > _PLOT_POINTS:
             table = table.iloc[np.unique(np.linspace(0, len(table) - 1, _PLOT_POINTS).astype(int))]
-        _atomic_write(project_dir / rel, table.round(6).to_csv(index=False))
-    _atomic_write(project_dir / METRICS_FILE, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        atomic.write_text(project_dir / rel, table.round(6).to_csv(index=False))
+    atomic.write_json(project_dir / METRICS_FILE, metrics, indent=2, sort_keys=True)
 
 
 def _write_model_record(settings: Settings, name: str, version: str, run_id: str, model_uri: str) -> None:
@@ -386,11 +386,4 @@ def _write_model_record(settings: Settings, name: str, version: str, run_id: str
     """
     record = {"registered_model": name, "version": version, "run_id": run_id, "model_uri": model_uri,
               "tracking_uri": settings.mlflow_tracking_uri}
-    _atomic_write(settings.data_dir / MODEL_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic.write_json(settings.data_dir / MODEL_RECORD, record, indent=2, sort_keys=True)
