@@ -1,21 +1,27 @@
-"""`glue simulate`: live through N days of the demo, one day at a time, through the real DAGs.
+"""`glue simulate`: live through N days of the project's data, one day at a time, through the real DAGs.
 
 Why: the closed loop (drift detected → retrain → gated promotion) only shows itself over time.
-This module replays time: it generates the demo data with a shift on a chosen day into a source
-folder, then delivers one more daily batch per simulated day into the simulation's raw folder
-(the day's transactions, and the labels that became known that day: those of ``label_delay_days``
-earlier), runs ``airflow dags test glue_monitoring <day>`` and, when that day's check decided to
-retrain, ``airflow dags test glue_training <day>``. Before the first simulated day it trains the
-first champion on the history, through ``glue_training`` too.
+This module replays time for every model of the project (or one): the project's own data generator
+(params.yaml ``data.generator``, called as ``generate(demo, raw_dir)`` with the ``demo:`` section
+and the caller's overrides) writes the whole period into a source folder; then each simulated day
+delivers what had arrived by its end into the simulation's raw folder, and runs, as the scheduler
+would: ``glue_features`` for the day, each model's ``glue_monitoring__<model>``, and, for a model
+whose check decided to retrain, ``glue_training__<model>``. Before the first simulated day each
+model's first champion is trained on the history, through its training DAG too.
 
-`airflow dags test` runs one DAG run without a scheduler, so the ``glue://retrain-request``
-asset event that glue_monitoring emits is recorded in Airflow but does not start glue_training by
-itself; the simulation starts it, exactly where the scheduler would (with `glue airflow ui`
-running, the asset triggers it for real).
+What "arrived" means needs no configuration: a row of a generated file exists once the latest of
+its timestamps has passed. An event row arrives at its event time; a label row carries the time
+its label became known, so labels arrive late by exactly as much as the generator made them. A
+file whose rows have all arrived is copied as is; one still arriving holds the rows arrived so far.
+
+`airflow dags test` runs one DAG run without a scheduler, so the asset events the DAGs emit
+(``glue://features``, ``glue://<model>/retrain-request``) are recorded in Airflow but start
+nothing by themselves; the simulation starts the consumers itself, exactly where the scheduler
+would (with `glue airflow ui` running, the assets trigger them for real).
 
 Everything the simulation writes is under ``<state_dir>/simulation`` (emptied at each start): raw,
-validated, quarantine, feature snapshots, monitoring reports and, on the ``local`` profile, its own
-MLflow store and Feast registry and online store, so the project's champion and features are
+validated, quarantine, feature tables, monitoring reports and, on the ``local`` profile, its own
+MLflow store and Feast registry and online store, so the project's champions and features are
 never touched. Airflow's metadata DB is the project's: the Airflow UI shows the simulated runs.
 """
 
@@ -30,21 +36,23 @@ from typing import TYPE_CHECKING, Any
 from glue.errors import GlueError
 
 if TYPE_CHECKING:
-    from glue.settings import Settings
+    import numpy as np
 
-MONITORING_DAG = "glue_monitoring"
-TRAINING_DAG = "glue_training"
-# The longest rolling window of the demo's features (feature_repo: 30-day aggregates). A model
-# trained on days whose windows are still filling up sees other distributions than later days.
+    from glue.settings import ModelSpec, Settings
+
+# How long rolling features take to fill up, by default (`--warmup-days`): a model trained on days
+# whose windows are still filling sees other distributions than later days.
 FEATURE_WARMUP_DAYS = 30
+SOURCE_DIR = "source"  # under the staging folder: everything the generator wrote
 
 
 @dataclass(frozen=True)
 class DayResult:
-    """What happened on one simulated day."""
+    """What happened to one model on one simulated day."""
 
-    index: int  # 0-based day of the demo data
+    index: int  # 0-based day of the generated data
     day: str  # YYYY-MM-DD
+    model: str
     retrain: bool
     decision: str  # the monitoring check's summary
     drift: bool = False
@@ -57,31 +65,34 @@ class DayResult:
 
 @dataclass(frozen=True)
 class SimulationResult:
-    """The day-by-day record of one simulation."""
+    """The day-by-day record of one simulation, one row per model and day."""
 
-    shift_day: int | None
-    shift_kind: str
     start_day: int
+    models: list[str]
     days: list[DayResult] = field(default_factory=list)
     staging_dir: Path | None = None
-    bootstrap_champion: str | None = None
+    bootstrap_champions: dict[str, str] = field(default_factory=dict)
     mlflow_tracking_uri: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def retrain_days(self) -> list[str]:
-        return [d.day for d in self.days if d.retrain]
+    def retrain_days(self, model: str | None = None) -> list[str]:
+        return [d.day for d in self.days if d.retrain and model in (None, d.model)]
 
     def summary(self) -> str:
-        shift = f"{self.shift_kind} from day {self.shift_day}" if self.shift_day is not None else "no shift"
-        lines = [f"simulated {len(self.days)} days from day {self.start_day} ({shift}); first champion "
-                 f"v{self.bootstrap_champion}; retrained on {len(self.retrain_days)} day(s)",
-                 f"{'day':>4}  {'date':10}  drift  decay  retrain  promoted  champion"]
+        simulated = len({d.day for d in self.days})
+        given = ", ".join(f"{k}={v}" for k, v in self.overrides.items()) or "none"
+        lines = [f"simulated {simulated} days from day {self.start_day} (generator overrides: {given})"]
+        for name in self.models:
+            lines.append(f"{name}: first champion v{self.bootstrap_champions.get(name)}; retrained on "
+                         f"{len(self.retrain_days(name))} day(s)")
+        width = max([len(m) for m in self.models] + [5])
+        lines.append(f"{'day':>4}  {'date':10}  {'model':{width}}  drift  decay  retrain  promoted  champion")
         yes = {True: "yes", False: "no"}
         for d in self.days:
             promoted = "-" if d.promoted is None else yes[d.promoted]
-            lines.append(f"{d.index:>4}  {d.day:10}  {yes[d.drift]:5}  {yes[d.decay]:5}  {yes[d.retrain]:7}  "
-                         f"{promoted:8}  {d.champion or '-'}")
-        lines.append(f"reports: {self.staging_dir}/monitoring/<day>/ (Evidently HTML, decision.json)")
+            lines.append(f"{d.index:>4}  {d.day:10}  {d.model:{width}}  {yes[d.drift]:5}  {yes[d.decay]:5}  "
+                         f"{yes[d.retrain]:7}  {promoted:8}  {d.champion or '-'}")
+        lines.append(f"reports: {self.staging_dir}/monitoring/<model>/<day>/ (Evidently HTML, decision.json)")
         lines.append(f"MLflow UI: mlflow ui --backend-store-uri {self.mlflow_tracking_uri}")
         return "\n".join(lines)
 
@@ -90,81 +101,77 @@ def simulate(
     settings: Settings,
     *,
     days: int,
-    shift_day: int | None,
-    shift_kind: str = "spending_change",
     start_day: int | None = None,
+    model: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    warmup_days: int = FEATURE_WARMUP_DAYS,
 ) -> SimulationResult:
-    """Train a first champion on the history, then monitor (and retrain) for `days` demo days."""
+    """Train each model's first champion on the history, then monitor (and retrain) for `days` days."""
     import time
 
-    from glue import demo_data, orchestration
+    from glue import orchestration, project_code
 
-    demo = settings.params.demo
-    first = default_start_day(settings, days, shift_day) if start_day is None else start_day
-    if days < 1 or first < 1:
-        raise GlueError(f"glue simulate: --days ({days}) and --start-day ({first}) must both be >= 1")
-    if shift_day is not None and shift_day < 0:
-        raise GlueError(f"glue simulate: --shift-day must be >= 0, got {shift_day}")
-    kind = shift_kind if shift_day is not None else "none"
-    params = demo.model_copy(update={"days": max(demo.days, first + days), "shift_day": shift_day,
-                                     "shift_kind": kind})
+    spec = settings.params.data.generator
+    if not spec:
+        raise GlueError("glue simulate: params.yaml data.generator names no data generator; the "
+                        "simulation replays the days a generator writes")
+    if days < 1:
+        raise GlueError(f"glue simulate: --days must be >= 1, got {days}")
+    models = [settings.model(model)] if model else settings.models
     staging = settings.state_dir / "simulation"
     sim = stage_settings(settings, staging)
-    demo_data.generate(params, staging / "source")
+    _check_label_sources(settings, sim, models)
+    generate = project_code.load_callable(spec, settings.project_dir, "data.generator")
+    generate({**settings.params.demo, **(overrides or {})}, staging / SOURCE_DIR)
+    source = Source.scan(staging / SOURCE_DIR, settings.params.data.events)
+    dates = source.days
+    first = default_start_day(source, models, warmup_days) if start_day is None else start_day
+    if first < 1:
+        raise GlueError(f"glue simulate: --start-day must be >= 1, got {first}")
+    if first + days > len(dates):
+        raise GlueError(f"glue simulate: days {first}..{first + days - 1} asked for, but the generator "
+                        f"({spec}) wrote {len(dates)} days of events; ask it for more days (--set) or "
+                        "start earlier (--start-day)")
 
-    dates = [dt.date.fromisoformat(params.start_date) + dt.timedelta(days=i) for i in range(first + days)]
-    for i in range(first):  # the history, as delivered day by day until the day before the first
-        deliver_day(staging / "source", sim.raw_dir, dates, i, demo.label_delay_days)
-    bootstrap = orchestration.test_dag(sim, TRAINING_DAG, dates[first - 1])
-    gate = orchestration.xcom_return(sim, TRAINING_DAG, bootstrap.run_id, "promote") or {}
-    first_champion = gate.get("champion_after")
-    if not first_champion:
-        raise GlueError(f"glue simulate: the first model did not become champion: {gate.get('summary')}")
+    source.deliver(sim.raw_dir, dates[first - 1])  # the history, until the end of the day before
+    champions: dict[str, str] = {}
+    for i, spec_ in enumerate(models):  # the first champions (the first run refreshes the features)
+        dag_id = orchestration.training_dag_id(spec_.name)
+        run = orchestration.test_dag(sim, dag_id, dates[first - 1], conf=_refresh(i == 0))
+        gate = orchestration.xcom_return(sim, dag_id, run.run_id, "promote") or {}
+        if not gate.get("champion_after"):
+            raise GlueError(f"glue simulate: the first {spec_.name} did not become champion: "
+                            f"{gate.get('summary')}")
+        champions[spec_.name] = str(gate["champion_after"])
 
     rows: list[DayResult] = []
     for index in range(first, first + days):
-        t0 = time.perf_counter()
         day = dates[index]
-        deliver_day(staging / "source", sim.raw_dir, dates, index, demo.label_delay_days)
-        monitored = orchestration.test_dag(sim, MONITORING_DAG, day)
-        check: dict[str, Any] = orchestration.xcom_return(sim, MONITORING_DAG, monitored.run_id,
-                                                          "check") or {}
-        retrain = monitored.task_states.get("request_retrain") == "success"
-        fields: dict[str, Any] = {"index": index, "day": day.isoformat(), "retrain": retrain,
-                                  "decision": str(check.get("summary", "")),
-                                  "drift": bool(check.get("drift")), "decay": bool(check.get("decay"))}
-        if retrain:
-            trained = orchestration.test_dag(sim, TRAINING_DAG, day)
-            gate = orchestration.xcom_return(sim, TRAINING_DAG, trained.run_id, "promote") or {}
-            fields |= {"trained_version": gate.get("challenger_version"), "promoted": gate.get("promoted"),
-                       "champion": gate.get("champion_after")}
-        rows.append(DayResult(**fields, seconds=time.perf_counter() - t0))
-    return SimulationResult(shift_day=shift_day, shift_kind=kind, start_day=first, days=rows,
-                            staging_dir=staging, bootstrap_champion=first_champion,
-                            mlflow_tracking_uri=sim.mlflow_tracking_uri)
+        source.deliver(sim.raw_dir, day)
+        orchestration.test_dag(sim, orchestration.FEATURES_DAG, day)
+        for spec_ in models:
+            rows.append(_model_day(sim, spec_, index, day, time.perf_counter()))
+    return SimulationResult(start_day=first, models=[m.name for m in models], days=rows,
+                            staging_dir=staging, bootstrap_champions=champions,
+                            mlflow_tracking_uri=sim.mlflow_tracking_uri, overrides=dict(overrides or {}))
 
 
-def default_start_day(settings: Settings, days: int, shift_day: int | None) -> int:
-    """The first simulated day: late enough that the first champion's reference window is mature.
+def default_start_day(source: Source, models: list[ModelSpec], warmup_days: int) -> int:
+    """The first simulated day: late enough that each first champion's reference window is mature.
 
-    The first champion trains on the labelled history (labels arrive `label_delay_days` late),
-    holds out `validation_days`, and drift compares against its last `reference_days` of training:
-    those must lie after the features' warm-up. Then the days are centred on the shift if possible.
+    A first champion trains on the labelled history (labels arrive `source.delay_days` late), holds
+    out its `validation_days`, and drift compares against its last `reference_days` of training:
+    those must lie after the features' warm-up.
     """
-    demo, train = settings.params.demo, settings.params.train
-    reference = settings.params.monitoring.reference_days or FEATURE_WARMUP_DAYS
-    history = FEATURE_WARMUP_DAYS + reference + demo.label_delay_days + train.validation_days
-    if shift_day is None:
-        return history
-    return max(history, shift_day - days // 2)
+    need = max((m.monitoring.reference_days or warmup_days) + m.validation_days for m in models)
+    return warmup_days + need + source.delay_days
 
 
 def stage_settings(settings: Settings, staging: Path) -> Settings:
     """The settings of the simulation: its own folders (emptied) and, locally, its own MLflow."""
     if staging.exists():
         shutil.rmtree(staging)
-    for name in ("source", "raw/transactions", "raw/labels", "validated", "quarantine", "features",
-                 "monitoring"):
+    for name in (SOURCE_DIR, "raw", "validated", "quarantine", "features", "monitoring"):
         (staging / name).mkdir(parents=True)
     update: dict[str, Any] = {
         "raw_dir": staging / "raw",
@@ -186,7 +193,7 @@ def own_feast_yaml(project_yaml: Path, staging: Path) -> Path:
     """The project's feature_store.yaml with the registry and online store moved under staging.
 
     The simulated days must not overwrite the project's Feast registry (whose sources would then
-    point at the simulation's snapshots) nor its online store.
+    point at the simulation's tables) nor its online store.
     """
     import yaml
 
@@ -203,15 +210,135 @@ def own_feast_yaml(project_yaml: Path, staging: Path) -> Path:
     return target
 
 
-def deliver_day(source: Path, target: Path, dates: list[dt.date], index: int, label_delay_days: int) -> None:
-    """What arrives on day `index`: its transactions, and the labels of `label_delay_days` before."""
-    _copy(source / "transactions", target / "transactions", dates[index])
-    if index - label_delay_days >= 0:
-        _copy(source / "labels", target / "labels", dates[index - label_delay_days])
+@dataclass
+class _File:
+    """One generated file: where it goes, and when each of its rows arrives (None: at once)."""
+
+    relative: Path
+    arrivals: np.ndarray | None  # datetime64[ns], UTC, one per row
+    delivered: int = -1  # rows delivered so far (-1: nothing yet)
 
 
-def _copy(source: Path, target: Path, day: dt.date) -> None:
-    src = source / f"{day.isoformat()}.parquet"
-    if not src.is_file():
-        raise GlueError(f"{src}: missing demo batch for {day}")
-    shutil.copy2(src, target / src.name)
+class Source:
+    """What the generator wrote, delivered as it arrives (see the module doc)."""
+
+    def __init__(self, root: Path, files: list[_File], days: list[dt.date]) -> None:
+        self.root, self.files, self.days = root, files, days
+
+    @classmethod
+    def scan(cls, root: Path, events: str) -> Source:
+        """Every file under `root`, with its rows' arrival times; the days are those of `events`/."""
+        files = [_File(path.relative_to(root), _arrivals(path))
+                 for path in sorted(p for p in root.rglob("*") if p.is_file())]
+        days = sorted({d for f in files if f.relative.parts[0] == events
+                       for d in [_file_day(f.relative)] if d is not None})
+        if not days:
+            raise GlueError(f"glue simulate: the generator wrote no daily event batches "
+                            f"({root / events}/YYYY-MM-DD.parquet)")
+        return cls(root, files, days)
+
+    @property
+    def delay_days(self) -> int:
+        """The most days any file named by a day took to arrive in full (labels known late)."""
+        import numpy as np
+
+        delay = 0
+        for f in self.files:
+            day = _file_day(f.relative)
+            if day is not None and f.arrivals is not None and len(f.arrivals):
+                last = np.datetime64(f.arrivals.max(), "D").astype(object)
+                delay = max(delay, (last - day).days)
+        return delay
+
+    def deliver(self, target: Path, day: dt.date) -> None:
+        """Write into `target` what had arrived by the end of `day` (UTC)."""
+        import numpy as np
+        import pyarrow.parquet as pq
+
+        end = np.datetime64(dt.datetime.combine(day + dt.timedelta(days=1), dt.time()), "ns")
+        for f in self.files:
+            src, dst = self.root / f.relative, target / f.relative
+            if f.arrivals is None:
+                named = _file_day(f.relative)
+                arrived = len_all = 1 if named is None or named <= day else 0
+            else:
+                mask = f.arrivals <= end
+                arrived, len_all = int(mask.sum()), len(mask)
+            if arrived == f.delivered or arrived == 0:
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if arrived == len_all:
+                shutil.copy2(src, dst)
+            else:
+                pq.write_table(pq.read_table(src).filter(mask), dst)
+            f.delivered = arrived
+
+
+def _model_day(sim: Settings, model: ModelSpec, index: int, day: dt.date, started: float) -> DayResult:
+    """One model's monitoring run of the day and, when it asks for one, its retrain."""
+    import time
+
+    from glue import orchestration
+
+    dag_id = orchestration.monitoring_dag_id(model.name)
+    monitored = orchestration.test_dag(sim, dag_id, day)
+    check: dict[str, Any] = orchestration.xcom_return(sim, dag_id, monitored.run_id, "check") or {}
+    retrain = monitored.task_states.get("request_retrain") == "success"
+    fields: dict[str, Any] = {"index": index, "day": day.isoformat(), "model": model.name,
+                              "retrain": retrain, "decision": str(check.get("summary", "")),
+                              "drift": bool(check.get("drift")), "decay": bool(check.get("decay"))}
+    if retrain:  # the features are today's: glue_features has just run
+        training = orchestration.training_dag_id(model.name)
+        trained = orchestration.test_dag(sim, training, day, conf=_refresh(False))
+        gate = orchestration.xcom_return(sim, training, trained.run_id, "promote") or {}
+        fields |= {"trained_version": gate.get("challenger_version"), "promoted": gate.get("promoted"),
+                   "champion": gate.get("champion_after")}
+    return DayResult(**fields, seconds=time.perf_counter() - started)
+
+
+def _refresh(needed: bool) -> dict[str, Any]:
+    from glue.orchestration import REFRESH_CONF
+
+    return {REFRESH_CONF: needed}
+
+
+def _check_label_sources(settings: Settings, sim: Settings, models: list[ModelSpec]) -> None:
+    """A labels source the simulation cannot replay: one outside the raw folder it fills."""
+    for m in models:
+        if m.label.source is None:
+            continue
+        path = Path(m.label.source)
+        resolved = path if path.is_absolute() else settings.project_dir / path
+        if not resolved.resolve().is_relative_to(sim.raw_dir.resolve()):
+            raise GlueError(
+                f"glue simulate: params.yaml models.{m.name}.label.source {m.label.source!r} is read "
+                f"from {resolved}, not from the simulation's raw folder {sim.raw_dir}: the simulated "
+                "days would train on the project's own labels"
+            )
+
+
+def _arrivals(path: Path) -> np.ndarray | None:
+    """When each row of a parquet file arrives: the latest of its timestamps (None: no timestamps)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if path.suffix != ".parquet":
+        return None
+    schema = pq.read_schema(path)
+    columns = [f.name for f in schema if pa.types.is_timestamp(f.type)]
+    if not columns:
+        return None
+    frame = pd.read_parquet(path, columns=columns)
+    stamps = [pd.to_datetime(frame[c], utc=True) for c in columns]
+    latest = pd.concat(stamps, axis=1).max(axis=1)
+    return latest.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]") \
+        if len(latest) else np.array([], dtype="datetime64[ns]")
+
+
+def _file_day(relative: Path) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(relative.stem)
+    except ValueError:
+        return None

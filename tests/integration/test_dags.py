@@ -226,27 +226,32 @@ def test_features_dag_runs_end_to_end_and_fails_loudly_on_a_bad_batch(tmp_projec
     assert (settings.quarantine_dir / "2026-01-11").is_dir()
 
 
-def test_simulation_delivers_one_day_at_a_time_and_trains_only_when_asked(
+def test_simulation_delivers_what_arrived_each_day_and_trains_only_when_asked(
     tmp_project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The day loop of `glue simulate`: what each DAG run sees, and when training runs.
 
     The two Airflow calls are recorded instead of run (the real runs are in tests/e2e); this pins
-    the delivery schedule: transactions on their day, labels `label_delay_days` later.
+    the delivery schedule: events on their day, labels when they became known (a week late).
     """
+    import pyarrow.parquet as pq
+
     from glue import simulation
 
     (tmp_project / "params.yaml").write_text(
         (tmp_project / "params.yaml").read_text().replace("transactions_per_day: 1700",
                                                           "transactions_per_day: 120"))
     settings = load_settings("local")
-    calls: list[tuple[str, str, list[str], list[str]]] = []
+    model = next(m for m in settings.models if m.label.view)  # labels the simulation can replay
+    training_dag = orchestration.training_dag_id(model.name)
+    monitoring_dag = orchestration.monitoring_dag_id(model.name)
+    calls: list[tuple[str, str, list[str], list[str], dict | None]] = []
 
     def fake_test_dag(sim, dag_id, day, conf=None):  # noqa: ANN001, ANN202
-        tx = sorted(p.stem for p in sim.raw_transactions_dir.glob("*.parquet"))
-        labels = sorted(p.stem for p in sim.raw_labels_dir.glob("*.parquet"))
-        calls.append((dag_id, day.isoformat(), tx, labels))
-        retrain = dag_id == "glue_monitoring" and day.isoformat() >= "2026-01-25"
+        events = sorted(p.stem for p in sim.raw_events_dir.glob("*.parquet"))
+        labels = sorted(p.stem for p in (sim.raw_dir / "labels").glob("*.parquet"))
+        calls.append((dag_id, day.isoformat(), events, labels, conf))
+        retrain = dag_id == monitoring_dag and day.isoformat() >= "2026-01-25"
         states = {"check": "success", "request_retrain": "success" if retrain else "skipped"}
         return orchestration.DagTestResult(dag_id, day.isoformat(), f"run-{day}", states, 0.0, "")
 
@@ -257,26 +262,49 @@ def test_simulation_delivers_one_day_at_a_time_and_trains_only_when_asked(
 
     monkeypatch.setattr(orchestration, "test_dag", fake_test_dag)
     monkeypatch.setattr(orchestration, "xcom_return", fake_xcom)
-    result = simulation.simulate(settings, days=3, shift_day=24, start_day=23)
+    result = simulation.simulate(settings, days=3, start_day=23, model=model.name,
+                                 overrides={"shift_day": 24, "shift_kind": "spending_change"})
 
     assert [c[:2] for c in calls] == [
-        ("glue_training", "2026-01-23"),  # the first champion, on the history
-        ("glue_monitoring", "2026-01-24"), ("glue_monitoring", "2026-01-25"),
-        ("glue_training", "2026-01-25"), ("glue_monitoring", "2026-01-26"),
-        ("glue_training", "2026-01-26")]
-    # The history: days 0..22; labels of days 0..15 (7 days late).
+        (training_dag, "2026-01-23"),  # the first champion, on the history
+        ("glue_features", "2026-01-24"), (monitoring_dag, "2026-01-24"),
+        ("glue_features", "2026-01-25"), (monitoring_dag, "2026-01-25"), (training_dag, "2026-01-25"),
+        ("glue_features", "2026-01-26"), (monitoring_dag, "2026-01-26"), (training_dag, "2026-01-26")]
+    # the first champion refreshes the features; a retrain comes right after glue_features
+    assert calls[0][4] == {"refresh": True} and calls[5][4] == {"refresh": False}
+    # The history: days 0..22; the labels known by the end of day 22: those of days 0..15.
     assert calls[0][2][-1] == "2026-01-23" and len(calls[0][2]) == 23
     assert calls[0][3][-1] == "2026-01-16" and len(calls[0][3]) == 16
-    # Then one more day of each per simulated day.
-    assert calls[1][2][-1] == "2026-01-24" and len(calls[1][2]) == 24
-    assert calls[1][3][-1] == "2026-01-17"
+    # a label file still arriving holds only the rows known by then; an arrived one is the original
+    staging = result.staging_dir
+    arriving = pq.read_table(staging / "raw" / "labels" / "2026-01-19.parquet").to_pandas()
+    generated = pq.read_table(staging / "source" / "labels" / "2026-01-19.parquet").to_pandas()
+    assert (arriving["label_timestamp"] <= pd.Timestamp("2026-01-27", tz="UTC")).all()
+    assert 0 < len(arriving) <= len(generated)
+    assert (staging / "raw" / "labels" / "2026-01-10.parquet").read_bytes() == (
+        staging / "source" / "labels" / "2026-01-10.parquet").read_bytes()
+    # Then one more day of events per simulated day, and the labels that arrived with it.
+    assert calls[2][2][-1] == "2026-01-24" and len(calls[2][2]) == 24
+    assert calls[2][3][-1] == "2026-01-17"
     assert [d.retrain for d in result.days] == [False, True, True]
     assert result.days[1].promoted is True and result.days[1].champion == "7"
-    assert result.days[0].promoted is None
-    assert result.bootstrap_champion == "7"
+    assert result.days[0].promoted is None and {d.model for d in result.days} == {model.name}
+    assert result.bootstrap_champions == {model.name: "7"}
     # The project's own raw data and MLflow store are untouched.
     assert not settings.raw_events_dir.exists() or not any(settings.raw_events_dir.iterdir())
     assert result.mlflow_tracking_uri.endswith("simulation/mlflow.db")
-    feast_yaml = result.staging_dir / "feature_store.yaml"
-    assert str(result.staging_dir / "feast" / "registry.db") in feast_yaml.read_text()
-    assert "retrained on 2 day(s)" in result.summary()
+    feast_yaml = staging / "feature_store.yaml"
+    assert str(staging / "feast" / "registry.db") in feast_yaml.read_text()
+    assert f"{model.name}: first champion v7; retrained on 2 day(s)" in result.summary()
+    assert "shift_day=24" in result.summary()
+
+
+def test_simulation_names_what_it_cannot_replay(tmp_project: Path) -> None:
+    from glue import simulation
+
+    settings = load_settings("local")
+    with pytest.raises(GlueError, match="--days must be >= 1"):
+        simulation.simulate(settings, days=0)
+    with pytest.raises(GlueError, match="wrote 10 days of events; ask it for more days"):
+        simulation.simulate(settings, days=5, start_day=8, model=settings.models[0].name,
+                            overrides={"days": 10, "transactions_per_day": 50})
