@@ -1,9 +1,11 @@
-# Feature definitions of the card-fraud model: entities, sources, views and the feature service.
+# Feature definitions of the card-issuer demo: entities, sources, views, the fraud label view and
+# the feature services of its two models (params.yaml `models:`).
 #
-# Declarations only. The daily snapshot tables these views read are computed by `glue features`
-# (glue/features.py): one row per entity and snapshot, where the snapshot at day D 00:00 UTC
-# aggregates only transactions strictly before D. A point-in-time join therefore gives every
-# transaction the aggregates of the days before its own, never anything from its own future.
+# Declarations only. The daily snapshot tables these views read are computed by the project's
+# transformation step (transform.py, run by `glue features`): one row per entity and snapshot,
+# where the snapshot at day D 00:00 UTC aggregates only transactions strictly before D. A
+# point-in-time join therefore gives every event the aggregates of the days before its own, never
+# anything from its own future.
 
 import os
 from datetime import timedelta
@@ -14,14 +16,15 @@ from feast import (
     FeatureView,
     Field,
     FileSource,
+    LabelView,
     Project,
     RequestSource,
     ValueType,
 )
 from feast.on_demand_feature_view import on_demand_feature_view
-from feast.types import Bool, Float64, Int64, String
+from feast.types import Bool, Float64, Int64, String, UnixTimestamp
 
-project = Project(name="fraud", description="Card-transaction fraud: customer and merchant features")
+project = Project(name="fraud", description="Card issuer: customer and merchant features, fraud and spend models")
 
 # The card holder and the merchant of a transaction. Their ids are integers in the raw batches.
 customer = Entity(
@@ -36,12 +39,20 @@ merchant = Entity(
     value_type=ValueType.INT64,
     description="A merchant accepting card payments",
 )
+# One card transaction: what the fraud label is about.
+transaction = Entity(
+    name="transaction",
+    join_keys=["transaction_id"],
+    value_type=ValueType.STRING,
+    description="One card transaction (the event the fraud model scores)",
+)
 
 # Where the snapshot tables live. Locally: parquet files written by `glue features` under
 # data/features (relative to this repo; GLUE_FEATURES_DIR moves them, the same variable glue reads).
 # With FEAST_OFFLINE_STORE=postgres (the prod profile) the same tables are PostgreSQL tables.
 _OFFLINE_STORE = os.environ.get("FEAST_OFFLINE_STORE", "file")
 _FEATURES_DIR = os.environ.get("GLUE_FEATURES_DIR", "../data/features")
+_RAW_DIR = os.environ.get("GLUE_RAW_DIR", "../data/raw")
 
 
 def _snapshot_source(table: str, description: str):
@@ -126,8 +137,8 @@ merchant_risk = FeatureView(
     tags={"team": "fraud", "granularity": "daily"},
 )
 
-# What the scoring request itself carries: the transaction being decided on. `event_hour` is the
-# UTC hour of the transaction's event_timestamp (glue derives it the same way offline and online).
+# What the scoring request itself carries: the transaction being decided on, with its time (the
+# same column the training rows carry as their event time).
 transaction_request = RequestSource(
     name="transaction_request",
     description="Fields of the transaction being scored, known at request time",
@@ -135,7 +146,7 @@ transaction_request = RequestSource(
         Field(name="amount", dtype=Float64),
         Field(name="channel", dtype=String),
         Field(name="card_present", dtype=Bool),
-        Field(name="event_hour", dtype=Int64),
+        Field(name="event_timestamp", dtype=UnixTimestamp),
     ],
 )
 
@@ -167,10 +178,18 @@ def transaction_request_features(inputs: dict[str, list]) -> dict[str, list]:
         for name in ("amount_to_customer_mean_ratio", "amount_zscore", "log_amount", "is_online",
                      "is_night", "card_not_present")
     }
-    for amount, mean, std, channel, hour, present in zip(
+    def utc_hour(moment) -> int:
+        # a datetime (pandas Timestamp offline, datetime online; naive means UTC) or epoch seconds
+        if isinstance(moment, int | float):
+            return int(moment // 3600 % 24)
+        offset = moment.utcoffset()
+        return (moment - offset).hour if offset is not None else moment.hour
+
+    for amount, mean, std, channel, moment, present in zip(
         inputs["amount"], inputs["amount_mean_30d"], inputs["amount_std_30d"], inputs["channel"],
-        inputs["event_hour"], inputs["card_present"], strict=True,
+        inputs["event_timestamp"], inputs["card_present"], strict=True,
     ):
+        hour = utc_hour(moment)
         amount, mean, std = float(amount), number(mean), number(std)
         # NaN ratio for a customer without history (no mean, or a mean of 0).
         out["amount_to_customer_mean_ratio"].append(amount / mean if mean > 0 else math.nan)
@@ -178,16 +197,48 @@ def transaction_request_features(inputs: dict[str, list]) -> dict[str, list]:
         out["amount_zscore"].append((amount - mean) / max(std, 1.0) if not math.isnan(std) else math.nan)
         out["log_amount"].append(math.log1p(amount))
         out["is_online"].append(int(channel == "online"))
-        out["is_night"].append(int(int(hour) < 6))
+        out["is_night"].append(int(hour < 6))
         out["card_not_present"].append(int(not present))
     return out
 
 
-# The model's inputs, versioned: the fraud model is trained and served on exactly this service.
+# The fraud label, as Feast label view: one row per transaction, delivered a week late. The rows
+# are the raw label batches (data/raw/labels, DVC-versioned); `label_timestamp` is when a label
+# became known, so a training set "as of" a day holds only the labels known then.
+transaction_labels = LabelView(
+    name="transaction_labels",
+    entities=[transaction],
+    schema=[
+        Field(name="transaction_id", dtype=String),
+        Field(name="is_fraud", dtype=Int64, description="1: the card holder disputed it as fraud"),
+    ],
+    source=FileSource(
+        name="transaction_labels_source",
+        path=f"{_RAW_DIR}/labels",
+        timestamp_field="event_timestamp",
+        created_timestamp_column="label_timestamp",
+        description="Fraud labels, one parquet file per transaction day",
+    ),
+    online=False,
+    description="Fraud labels of card transactions (chargebacks), known about a week after the transaction",
+    tags={"team": "fraud", "feast.io/field-role:is_fraud": "label", "feast.io/label-values:is_fraud": "1 0"},
+)
+
+
+# The models' inputs, versioned: each model is trained and served on exactly one service.
 # Change a feature -> add fraud_model_v2 next to it, so models trained on v1 keep working.
 fraud_model_v1 = FeatureService(
     name="fraud_model_v1",
     description="Inputs of the card-fraud model, version 1",
     features=[customer_transactions, merchant_risk, transaction_request_features],
     tags={"model": "fraud"},
+)
+
+# The card holder's spending habits, reused from the fraud model: the customer-spend model predicts
+# what the holder will spend in the next 7 days (a regression; its label is a labels source).
+spend_model_v1 = FeatureService(
+    name="spend_model_v1",
+    description="Inputs of the customer-spend model, version 1",
+    features=[customer_transactions],
+    tags={"model": "customer-spend"},
 )

@@ -14,10 +14,14 @@ import traceback
 import warnings
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from glue.errors import GlueError
+
+if TYPE_CHECKING:
+    from glue.settings import ModelSpec, Settings
 
 
 class _State:
@@ -44,27 +48,29 @@ def cli(profile: str | None, debug: bool) -> None:
 @cli.command("demo-data")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Raw data directory (default: the settings' raw_dir).")
-@click.option("--seed", type=int, default=None, help="Override demo.seed from params.yaml.")
-@click.option("--days", type=int, default=None, help="Override demo.days.")
-@click.option("--shift-day", type=int, default=None, help="Override demo.shift_day.")
-@click.option("--shift-kind", type=click.Choice(["none", "new_fraud_pattern", "spending_change"]),
-              default=None, help="Override demo.shift_kind.")
-def demo_data_cmd(out: Path | None, seed: int | None, days: int | None,
-                  shift_day: int | None, shift_kind: str | None) -> None:
-    """Generate the deterministic card-fraud demo data (daily batches + delayed labels)."""
-    from glue import demo_data
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key of the demo: section (e.g. --set days=10 --set shift_day=5).")
+def demo_data_cmd(out: Path | None, overrides: tuple[str, ...]) -> None:
+    """Run the project's data generator (params.yaml data.generator) with its demo: section."""
+    import yaml
+
+    from glue import project_code
+    from glue.errors import SettingsError
     from glue.settings import get_settings
 
     settings = get_settings()
-    overrides = {k: v for k, v in
-                 {"seed": seed, "days": days, "shift_day": shift_day, "shift_kind": shift_kind}.items()
-                 if v is not None}
-    params = settings.params.demo.model_copy(update=overrides)
-    result = demo_data.generate(params, out or settings.raw_dir)
-    click.echo(
-        f"wrote {result.days} daily batches, {result.transactions} transactions "
-        f"({result.fraud} fraudulent) to {result.out_dir}"
-    )
+    spec = settings.params.data.generator
+    if not spec:
+        raise SettingsError("params.yaml data.generator: the project has no data generator "
+                            "(bring your batches to data/raw and `dvc add data/raw`)")
+    demo = dict(settings.params.demo)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"'{item}' is not KEY=VALUE", param_hint="--set")
+        demo[key] = yaml.safe_load(value)
+    result = project_code.load_callable(spec, settings.project_dir, "data.generator")(demo, out or settings.raw_dir)
+    click.echo(result.summary() if hasattr(result, "summary") else f"wrote demo data to {out or settings.raw_dir}")
 
 
 @cli.command("init")
@@ -129,32 +135,49 @@ def features_cmd() -> None:
     click.echo(result.summary())
 
 
+_MODEL_OPTION = click.option(
+    "--model", "model_name", default=None, metavar="NAME",
+    help="One model of params.yaml `models:` (default: every model, in order).")
+
+
+def _models(settings: Settings, name: str | None) -> list[ModelSpec]:
+    return [settings.model(name)] if name else settings.models
+
+
 @cli.command("train")
-def train_cmd() -> None:
-    """Train the model on the Feast training set, log it to MLflow, register it as `challenger`."""
+@_MODEL_OPTION
+def train_cmd(model_name: str | None) -> None:
+    """Train a model on its Feast training set, log it to MLflow, register it as `challenger`."""
     from glue import training
     from glue.settings import get_settings
 
-    result = training.train(get_settings())
-    click.echo(result.summary())
+    settings = get_settings()
+    for model in _models(settings, model_name):
+        click.echo(training.train(settings, model).summary())
 
 
 @cli.command("evaluate")
-def evaluate_cmd() -> None:
-    """Score challenger and champion on the same fresh window and decide (metrics/evaluation.json)."""
+@_MODEL_OPTION
+def evaluate_cmd(model_name: str | None) -> None:
+    """Score challenger and champion on the same fresh window and decide (metrics/<model>/evaluation.json)."""
     from glue import promotion
     from glue.settings import get_settings
 
-    click.echo(promotion.evaluate(get_settings()).summary())
+    settings = get_settings()
+    for model in _models(settings, model_name):
+        click.echo(promotion.evaluate(settings, model).summary())
 
 
 @cli.command("promote")
-def promote_cmd() -> None:
+@_MODEL_OPTION
+def promote_cmd(model_name: str | None) -> None:
     """Act on `glue evaluate`'s verdict: move alias `champion` to the challenger if it passed."""
     from glue import promotion
     from glue.settings import get_settings
 
-    click.echo(promotion.promote_evaluated(get_settings()).summary())
+    settings = get_settings()
+    for model in _models(settings, model_name):
+        click.echo(promotion.promote_evaluated(settings, model).summary())
 
 
 @cli.command("run")
@@ -186,20 +209,21 @@ def profile_cmd(path: Path | None) -> None:
 
 
 @cli.command("monitor")
+@click.option("--model", "model", default=None, metavar="NAME",
+              help="The model to check (default: every model in params.yaml).")
 @click.option("--date", "day", default=None, metavar="YYYY-MM-DD",
-              help="The day to check (default: the last day with validated transactions).")
-def monitor_cmd(day: str | None) -> None:
-    """Drift and delayed-label quality of the champion on one day; decide whether to retrain.
+              help="The day to check (default: the last day with validated events).")
+def monitor_cmd(model: str | None, day: str | None) -> None:
+    """Drift and delayed-label quality of each champion on one day; decide whether to retrain.
 
-    Writes Evidently reports, decision.json and metrics.prom under reports/monitoring/<day>/ and
-    logs them to the MLflow monitoring experiment. Exits 0 whatever the decision.
+    Writes Evidently reports, decision.json and metrics.prom under reports/monitoring/<model>/<day>/
+    and logs them to the model's MLflow monitoring experiment. Exits 0 whatever the decision.
     """
     from glue import monitor
     from glue.settings import get_settings
 
-    settings = get_settings()
-    when = _parse_day(day) if day else monitor.last_data_day(settings)
-    click.echo(monitor.check(settings, when).summary())
+    for result in monitor.check_all(get_settings(), _parse_day(day) if day else None, model):
+        click.echo(result.summary())
 
 
 def _parse_day(value: str) -> date:
@@ -314,20 +338,42 @@ def services_env_cmd() -> None:
 
 @cli.command("simulate")
 @click.option("--days", type=int, required=True, help="How many days to run the loop for.")
-@click.option("--shift-day", type=int, default=None, help="0-based day the shift starts.")
-@click.option("--shift-kind", type=click.Choice(["spending_change", "new_fraud_pattern"]),
-              default="spending_change", show_default=True, help="What changes on the shift day.")
+@click.option("--model", "model", default=None, metavar="NAME",
+              help="Simulate one model (default: every model in params.yaml).")
 @click.option("--start-day", type=int, default=None,
-              help="First simulated day (0-based); earlier days are the history the first champion "
-                   "trains on (default: the first day with a mature reference window).")
-def simulate_cmd(days: int, shift_day: int | None, shift_kind: str, start_day: int | None) -> None:
-    """Drive the loop day by day through the real DAGs: monitor, and retrain when it says so."""
+              help="First simulated day (0-based); earlier days are the history the first champions "
+                   "train on (default: the first day with mature reference windows).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key of the demo: section for the generator (e.g. --set shift_day=63).")
+@click.option("--warmup-days", type=int, default=30, show_default=True,
+              help="Days the rolling features take to fill up (for the default --start-day).")
+def simulate_cmd(days: int, model: str | None, start_day: int | None, overrides: tuple[str, ...],
+                 warmup_days: int) -> None:
+    """Drive the loop day by day through the real DAGs: monitor, and retrain when it says so.
+
+    The project's data generator (params.yaml data.generator) writes the days; each simulated day
+    delivers what had arrived by its end, runs glue_features, each model's monitoring DAG, and its
+    training DAG when the check asks for a retrain.
+    """
     from glue import simulation
     from glue.settings import get_settings
 
-    result = simulation.simulate(get_settings(), days=days, shift_day=shift_day,
-                                 shift_kind=shift_kind, start_day=start_day)
+    result = simulation.simulate(get_settings(), days=days, start_day=start_day, model=model,
+                                 overrides=_key_values(overrides), warmup_days=warmup_days)
     click.echo(result.summary())
+
+
+def _key_values(items: tuple[str, ...]) -> dict[str, object]:
+    """--set KEY=VALUE options as a dict, each value parsed as YAML (10 -> int, null -> None)."""
+    import yaml
+
+    values: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"'{item}' is not KEY=VALUE", param_hint="--set")
+        values[key] = yaml.safe_load(value)
+    return values
 
 
 @cli.command("serve")
@@ -351,16 +397,18 @@ def serve_cmd(host: str, port: int, workers: int) -> None:
 @cli.command("score-batch")
 @click.option("--date", "day", default=None, metavar="YYYY-MM-DD",
               help="The day to score (default: every validated day).")
-def score_batch_cmd(day: str | None) -> None:
-    """Score validated transactions with the champion on Feast's offline (point-in-time) features.
+@_MODEL_OPTION
+def score_batch_cmd(day: str | None, model_name: str | None) -> None:
+    """Score validated events with a model's champion on Feast's offline (point-in-time) features.
 
-    Writes data/scores/<day or all>.parquet.
+    Writes data/scores/<model>/<day or all>.parquet.
     """
     from glue import batch_scoring
     from glue.settings import get_settings
 
-    result = batch_scoring.score_batch(get_settings(), _parse_day(day) if day else None)
-    click.echo(result.summary())
+    settings = get_settings()
+    for model in _models(settings, model_name):
+        click.echo(batch_scoring.score_batch(settings, model, _parse_day(day) if day else None).summary())
 
 
 def _quiet_tools(debug: bool) -> None:

@@ -45,6 +45,8 @@ FEATURE_SERVICE = "glue.feast_feature_service"
 FEATURE_REFS = "glue.feast_feature_refs"  # comma-separated view:feature refs (see feature_refs())
 FEATURE_COLUMNS = "glue.feature_columns"  # the model's inputs in training order (see feature_columns())
 TRAIN_PARAMS = "glue.train_params"
+TASK = "glue.task"  # binary_classification | regression: how to call the model and judge it
+LABEL = "glue.label"  # the label column the model was trained on
 TRAIN_RUN_ID = "glue.train_run_id"  # on the model version: the run whose artifacts are below
 FEAST_FEATURE_SERVICE = "feast.feature_service"  # the tag Feast's own model resolver reads
 
@@ -67,6 +69,7 @@ MODEL_ARTIFACT = "model"  # name of the logged model inside a training run
 FEAST_FEATURES_FILE = "feast_features.json"  # what Feast's model resolver looks for on a run
 FEATURE_IMPORTANCE_JSON = "feature_importance.json"
 FEATURE_IMPORTANCE_PNG = "feature_importance.png"
+RESIDUALS_PNG = "residuals.png"  # a regression's predicted-vs-actual and residual plots
 # A sample of the training set with the model's scores: monitoring finds it from the champion's
 # lineage (alias -> TRAIN_RUN_ID -> this artifact) and uses it as the reference window for drift.
 REFERENCE_ARTIFACT = "monitoring/reference.parquet"

@@ -86,19 +86,31 @@ def open_store(settings: Settings) -> FeatureStore:
     return store
 
 
-def apply_repo(settings: Settings, store: FeatureStore) -> AppliedRepo:
-    """`feast apply` through Feast's own repo parser: register the repo, delete what it dropped."""
-    from feast.repo_operations import _get_repo_contents, apply_total_with_repo_instance
+def repo_contents(settings: Settings, store: FeatureStore) -> Any:
+    """The repo's objects as `feast apply` would register them (Feast's own parser; .feastignore
+    honoured), without registering anything: the sources the transformation step fills are known
+    before the first apply."""
+    from feast.repo_operations import _get_repo_contents
 
     repo, _ = _repo_and_yaml(settings)
     out = io.StringIO()
     with _inside_repo(repo), contextlib.redirect_stdout(out), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "On demand feature view is an experimental", RuntimeWarning)
         try:
-            contents = _get_repo_contents(repo, store.config.project, store.config)
+            return _get_repo_contents(repo, store.config.project, store.config)
         except SystemExit:  # Feast exits on a project mismatch after printing why
             raise SettingsError(f"{repo}: {out.getvalue().strip()}") from None
-        _check_file_sources(settings, contents.data_sources, repo)
+
+
+def apply_repo(settings: Settings, store: FeatureStore, contents: Any = None) -> AppliedRepo:
+    """`feast apply` through Feast's own repo parser: register the repo, delete what it dropped."""
+    from feast.repo_operations import apply_total_with_repo_instance
+
+    repo, _ = _repo_and_yaml(settings)
+    contents = contents if contents is not None else repo_contents(settings, store)
+    out = io.StringIO()
+    with _inside_repo(repo), contextlib.redirect_stdout(out), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "On demand feature view is an experimental", RuntimeWarning)
         apply_total_with_repo_instance(
             store, store.config.project, store.registry, contents, skip_source_validation=False
         )
@@ -112,9 +124,44 @@ def apply_repo(settings: Settings, store: FeatureStore) -> AppliedRepo:
     )
 
 
+def write_source_table(settings: Settings, store: FeatureStore, contents: Any, source: str,
+                       df: pd.DataFrame) -> str:
+    """Put the table of Feast data source `source` where that source reads; returns its location.
+
+    A FileSource's parquet file is written at its path (relative to the repo); a PostgreSQLSource's
+    table is replaced in one transaction, with an index on the join keys of the views that read it
+    and the event timestamp, which Feast's point-in-time join needs (12.6 s -> ~1 s for 8k rows x
+    15k snapshots); its parquet copy goes to the features folder, the DVC-versioned record of what
+    went into the table.
+    """
+    sources = {s.name: s for s in contents.data_sources}
+    if source not in sources:
+        raise GlueError(f"params.yaml features.transform returned a table for '{source}', which is no data "
+                        f"source of {settings.feast_repo} (sources: {', '.join(sorted(sources))})")
+    data_source = sources[source]
+    timestamp = data_source.timestamp_field
+    if timestamp and timestamp not in df.columns:
+        raise GlueError(f"params.yaml features.transform: the table for '{source}' lacks its timestamp "
+                        f"field '{timestamp}'")
+    keys = sorted({c.name for fv in contents.feature_views if fv.batch_source.name == source
+                   for c in fv.entity_columns})
+    missing = [k for k in keys if k not in df.columns]
+    if missing:
+        raise GlueError(f"params.yaml features.transform: the table for '{source}' lacks join key(s) "
+                        f"{', '.join(missing)}")
+    table = getattr(data_source, "table", None) or getattr(data_source, "query", None)
+    if table is None:
+        repo, _ = _repo_and_yaml(settings)
+        path = Path(data_source.path)
+        path = path if path.is_absolute() else repo / path
+        _write_parquet(df, path)
+        return str(path)
+    return write_snapshot_table(settings, store, str(table), df, keys=tuple(keys), timestamp=timestamp)
+
+
 def write_snapshot_table(settings: Settings, store: FeatureStore, table: str, df: pd.DataFrame,
-                         keys: tuple[str, ...] = ()) -> str:
-    """Put one snapshot table where the profile's offline store reads it; returns its location.
+                         keys: tuple[str, ...] = (), timestamp: str = "event_timestamp") -> str:
+    """Put one table where the profile's offline store reads it; returns its location.
 
     `keys` are the entity join keys: on PostgreSQL the table gets an index on them and the event
     timestamp, which Feast's point-in-time join needs (12.6 s -> ~1 s for 8k rows x 15k snapshots).
@@ -149,7 +196,7 @@ def write_snapshot_table(settings: Settings, store: FeatureStore, table: str, df
         with engine.begin() as conn:
             df.to_sql(table, conn, schema=cfg.db_schema, if_exists="replace", index=False, chunksize=10_000)
             if keys:
-                columns = ", ".join(f'"{c}"' for c in (*keys, "event_timestamp"))
+                columns = ", ".join(f'"{c}"' for c in (*keys, timestamp))
                 conn.exec_driver_sql(f'CREATE INDEX ON "{cfg.db_schema}"."{table}" ({columns})')
     finally:
         engine.dispose()
@@ -204,6 +251,91 @@ def missing_online(store: FeatureStore, feature_service: str) -> list[str]:
     online = {fv.name: fv for fv in store.list_feature_views(allow_cache=False) if fv.online}
     return [f"feature view {p.name} (never materialized)" for p in service.feature_view_projections
             if p.name in online and online[p.name].most_recent_end_time is None]
+
+
+@dataclass(frozen=True)
+class ServiceInputs:
+    """What a feature service needs of every row it is asked about, and what it answers.
+
+    Derived from the registry, so training, serving, batch scoring and monitoring agree on it: the
+    entity join keys of its views and the request-source fields of its on-demand views, each with
+    its Feast type name (Int64, Float64, String, Bool, UnixTimestamp, ...).
+    """
+
+    feature_service: str
+    join_keys: dict[str, str]
+    request_fields: dict[str, str]
+    feature_views: list[str]
+    columns: list[str]  # the answer's columns, as Feast names them (view__feature)
+    refs: list[str]  # the same as feature refs (view:feature)
+
+
+@dataclass(frozen=True)
+class LabelRows:
+    """Where a label view's rows are and how they are keyed (its batch source)."""
+
+    view: str
+    path: Path
+    join_keys: list[str]
+    event_timestamp: str
+    known_at: str | None  # the source's created-timestamp column: when a label became known
+    fields: dict[str, str]  # label fields and their Feast type names
+
+
+def feature_service_names(store: FeatureStore) -> list[str]:
+    """The feature services registered in the store's project."""
+    return sorted(s.name for s in store.list_feature_services())
+
+
+def service_inputs(store: FeatureStore, feature_service: str) -> ServiceInputs:
+    """The join keys, request fields and answer columns of one feature service (see ServiceInputs)."""
+    service = _service(store, feature_service)
+    join_keys: dict[str, str] = {}
+    request: dict[str, str] = {}
+    views = []
+    odfvs = {v.name: v for v in store.list_on_demand_feature_views(allow_cache=True)}
+    fvs = {v.name: v for v in store.list_feature_views(allow_cache=True)}
+    for projection in service.feature_view_projections:
+        views.append(projection.name)
+        if projection.name in fvs:
+            for column in fvs[projection.name].entity_columns:
+                join_keys.setdefault(column.name, str(column.dtype))
+        elif projection.name in odfvs:
+            odfv = odfvs[projection.name]
+            for source in odfv.source_request_sources.values():
+                for f in source.schema:
+                    request.setdefault(f.name, str(f.dtype))
+            for fv_projection in odfv.source_feature_view_projections.values():
+                if fv_projection.name in fvs:
+                    for column in fvs[fv_projection.name].entity_columns:
+                        join_keys.setdefault(column.name, str(column.dtype))
+    columns, refs = feature_columns(store, feature_service)
+    return ServiceInputs(feature_service, join_keys, request, views, columns, refs)
+
+
+def label_rows(settings: Settings, store: FeatureStore, view: str) -> LabelRows:
+    """The batch source of a registered LabelView: its file, join keys and timestamp columns."""
+    repo, _ = _repo_and_yaml(settings)
+    try:
+        label_view = store.get_label_view(view)
+    except Exception:  # noqa: BLE001 - Feast raises its own not-found error per registry type
+        names = sorted(v.name for v in store.list_label_views())
+        raise SettingsError(f"params.yaml label.view: no label view '{view}' in {repo} "
+                            f"(label views: {', '.join(names) or 'none'})") from None
+    source = getattr(label_view.source, "batch_source", None) or label_view.source
+    path = getattr(source, "path", None)
+    if not path:
+        raise SettingsError(f"label view '{view}' ({repo}): glue reads labels from a file source "
+                            f"(or a push source with one as batch_source); it has {type(source).__name__}")
+    path = Path(path)
+    return LabelRows(
+        view=view,
+        path=path if path.is_absolute() else repo / path,
+        join_keys=[c.name for c in label_view.entity_columns],
+        event_timestamp=source.timestamp_field or "event_timestamp",
+        known_at=source.created_timestamp_column or None,
+        fields={f.name: str(f.dtype) for f in label_view.features},
+    )
 
 
 def historical_features(store: FeatureStore, entity_df: pd.DataFrame, feature_service: str) -> pd.DataFrame:
@@ -459,6 +591,31 @@ def _yaml_project(repo: Path) -> str | None:
 
 # --- online reads for scoring ---------------------------------------------------------------------
 
+
+def open_online_store(settings: Settings) -> FeatureStore:
+    """The profile's store for a long-running server: its registry loaded, no per-read MLflow lookup.
+
+    Feast's MLflow integration would look for an active MLflow run on every online read (``auto_log``):
+    a server has none, so that is pure cost.
+    """
+    store = open_store(settings)
+    mlflow_cfg = getattr(store.config, "mlflow", None)
+    if mlflow_cfg is not None and getattr(mlflow_cfg, "auto_log", False):
+        mlflow_cfg.auto_log = False
+    store.refresh_registry()
+    return store
+
+
+def refresh_registry(store: FeatureStore) -> None:
+    """Reload Feast's registry cache now (a server does it between requests, so none pays for it)."""
+    store.refresh_registry()
+
+
+def online_store_type(store: FeatureStore) -> str:
+    """The kind of online store the profile uses (sqlite, redis, ...), for logs and status pages."""
+    return str(store.config.online_store.type)
+
+
 _NOT_FOUND = 3  # feast FieldStatus.NOT_FOUND: no row for this entity key in the online store
 
 
@@ -625,20 +782,11 @@ def _make_local_dirs(config: Any, repo: Path) -> None:
         (path if path.is_absolute() else repo / path).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _check_file_sources(settings: Settings, sources: list[Any], repo: Path) -> None:
-    """The repo's file sources must read the folder glue writes to, or features go missing."""
-    from feast import FileSource
-
-    want = Path(settings.features_dir).resolve()
-    for source in sources:
-        if isinstance(source, FileSource):
-            path = Path(source.path)
-            where = (path if path.is_absolute() else repo / path).resolve().parent
-            if where != want:
-                raise SettingsError(
-                    f"{repo}: source '{source.name}' reads {where} but glue writes features to {want}; "
-                    "set GLUE_FEATURES_DIR so that both agree"
-                )
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    df.to_parquet(tmp, index=False)
+    tmp.replace(path)  # readers never see a half-written file
 
 
 @contextlib.contextmanager

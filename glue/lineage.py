@@ -84,11 +84,11 @@ def file_sha256(path: Path) -> str | None:
 
 
 def validated_days(validated_dir: Path) -> list[str]:
-    """The batch days the validation gate accepted (stems of validated_dir/transactions/*.parquet)."""
-    folder = validated_dir / "transactions"
+    """The batch days the validation gate accepted (the stems of its per-batch result files)."""
+    folder = validated_dir / "results"
     if not folder.is_dir():
         return []
-    return sorted(p.stem for p in folder.glob("*.parquet"))
+    return sorted(p.stem for p in folder.glob("*.json"))
 
 
 def data_lineage_tags(project_dir: Path, validated_dir: Path) -> dict[str, str]:

@@ -32,16 +32,14 @@ from glue.settings import Settings, feast_prod_env
 PROFILE_RECORD = Path(".glue/profile.json")  # under the project: the `profile` stage's output
 # The stages that write to the profile's stores, in pipeline order (each depends on PROFILE_RECORD).
 STORE_STAGES = ("features", "train", "evaluate", "promote")
-MODEL_RECORD = Path("model/challenger.json")  # under data_dir: what the train stage registered
-GATE_RECORD = Path("metrics/gate.json")  # under the project: what the promote stage decided
 
 METRICS_DIR = "metrics"
 # What the summary shows of each metrics file (all its numbers for a file not listed here).
 _SHOWN = {
     "validation": ("batches_accepted", "batches_rejected", "rows_accepted"),
     "train": ("average_precision", "roc_auc", "precision_at_threshold", "recall_at_threshold",
-              "train_rows", "validation_rows"),
-    "evaluation": ("window_start", "window_end", "rows", "fraud"),
+              "rmse", "mae", "r2", "train_rows", "validation_rows"),
+    "evaluation": ("window_start", "window_end", "rows", "positives"),
     "gate": ("promoted", "challenger_version", "champion_after", "reason"),
 }
 
@@ -54,8 +52,8 @@ class RunResult:
     data_version: str | None
     metrics: dict[str, dict] = field(default_factory=dict)
     tracking_uri: str = ""
-    # the champion as the active profile's registry holds it after the run: (name, version) or None
-    champion: tuple[str, str] | None = None
+    # each model's champion as the active profile's registry holds it after the run (None: none)
+    champions: dict[str, str | None] = field(default_factory=dict)
     registry: str = ""
     rerun_from: str | None = None  # the stage re-run because the stores lacked its work
 
@@ -64,13 +62,15 @@ class RunResult:
         if self.rerun_from:
             lines.append(f"  the stores lacked earlier work: re-ran from stage {self.rerun_from}")
         for name, values in sorted(self.metrics.items()):
-            keys = _SHOWN.get(name) or [k for k, v in values.items() if not isinstance(v, dict | list)]
+            keys = _SHOWN.get(name.rsplit("/", 1)[-1]) or [k for k, v in values.items()
+                                                            if not isinstance(v, dict | list)]
             shown = ", ".join(f"{k}={_fmt(values[k])}" for k in keys if k in values)
             if shown:
                 lines.append(f"  {name}: {shown}")
         ui = f", `mlflow ui --backend-store-uri {self.tracking_uri}`" if self.tracking_uri else ""
-        held = f"{self.champion[0]} version {self.champion[1]}" if self.champion else "none"
-        lines.append(f"  champion in {self.registry}: {held}")
+        for name, version in self.champions.items():
+            held = f"{name} version {version}" if version else f"{name}: none"
+            lines.append(f"  champion in {self.registry}: {held}")
         lines.append(f"next: `dvc metrics show`, `dvc plots show`{ui}")
         return "\n".join(lines)
 
@@ -98,7 +98,7 @@ def run_loop(settings: Settings, *, force: bool = False, push: bool = True) -> R
         data_version=versioning.data_version(settings.project_dir),
         metrics=_read_metrics(settings.project_dir / METRICS_DIR),
         tracking_uri=settings.mlflow_tracking_uri if settings.profile == "local" else "",
-        champion=_champion(settings),
+        champions=_champions(settings),
         registry=_portable(settings.mlflow_registry_uri, settings.project_dir),
         rerun_from=first,
     )
@@ -133,43 +133,53 @@ def write_profile_record(settings: Settings, path: Path | None = None) -> Path:
 def missing_in_stores(settings: Settings) -> dict[str, str]:
     """Stage -> what the active profile's stores lack of the work that stage's records claim.
 
-    Checks what DVC cannot see: that the Feast registry holds the model's feature service with its
-    online views materialized, that the MLflow registry holds the version data/model/challenger.json
-    names (from the same run), and the champion that metrics/gate.json says was promoted.
+    Checks what DVC cannot see: that the Feast registry holds every model's feature service with
+    its online views materialized, that the MLflow registry holds the version each
+    data/model/<model>.json names (from the same run), and the champion that
+    metrics/<model>/gate.json says was promoted.
     """
-    from glue import feature_store, tracking
+    from glue import feature_store, promotion, tracking, training
 
     missing: dict[str, str] = {}
-    model_record = settings.data_dir / MODEL_RECORD
-    gate_record = settings.project_dir / GATE_RECORD
-    if not model_record.is_file():
+    records = {m.name: settings.data_dir / training.model_record(m.name) for m in settings.models}
+    if not any(path.is_file() for path in records.values()):
         return missing  # the pipeline has not trained yet: nothing is claimed
     store = feature_store.open_store(settings)
-    lacking = feature_store.missing_online(store, settings.params.features.feature_service)
+    lacking = sorted({what for m in settings.models
+                      for what in feature_store.missing_online(store, m.feature_service)})
     if lacking:
         missing["features"] = f"Feast ({settings.feast_yaml.name}): {', '.join(lacking)}"
     tracking.configure(settings)
-    record = json.loads(model_record.read_text())
-    name, version = record["registered_model"], str(record["version"])
-    held = tracking.find_version(name, version)
-    if held is None or held.run_id != record["run_id"]:
-        missing["train"] = f"MLflow registry {settings.mlflow_registry_uri}: {name} version {version} " \
-                           f"of run {record['run_id']}"
-    elif gate_record.is_file():
-        gate = json.loads(gate_record.read_text())
-        if gate.get("promoted") and gate.get("challenger_version") == version and \
-                tracking.get_alias(name, "champion") is None:
-            missing["promote"] = f"MLflow registry {settings.mlflow_registry_uri}: alias champion of {name}"
+    for model in settings.models:
+        if not records[model.name].is_file():
+            continue
+        record = json.loads(records[model.name].read_text())
+        name, version = record["registered_model"], str(record["version"])
+        held = tracking.find_version(name, version)
+        if held is None or held.run_id != record["run_id"]:
+            missing.setdefault("train", f"MLflow registry {settings.mlflow_registry_uri}: {name} version "
+                                        f"{version} of run {record['run_id']}")
+            continue
+        gate_record = settings.project_dir / promotion.gate_file(model.name)
+        if gate_record.is_file():
+            gate = json.loads(gate_record.read_text())
+            if gate.get("promoted") and gate.get("challenger_version") == version and \
+                    tracking.get_alias(name, "champion") is None:
+                missing.setdefault("promote", f"MLflow registry {settings.mlflow_registry_uri}: alias "
+                                              f"champion of {name}")
     return missing
 
 
-def _champion(settings: Settings) -> tuple[str, str] | None:
+def _champions(settings: Settings) -> dict[str, str | None]:
     from glue import tracking
+    from glue.contract import CHAMPION
 
     tracking.configure(settings)
-    name = settings.params.train.registered_model_name
-    ref = tracking.get_alias(name, "champion")
-    return (name, ref.version) if ref else None
+    out = {}
+    for model in settings.models:
+        ref = tracking.get_alias(model.name, CHAMPION)
+        out[model.name] = ref.version if ref else None
+    return out
 
 
 def _listed(missing: dict[str, str]) -> str:
@@ -206,6 +216,10 @@ def _fmt(value: object) -> str:
 
 
 def _read_metrics(metrics_dir: Path) -> dict[str, dict]:
+    """metrics/*.json (project-wide) and metrics/<model>/*.json, named `stage` and `model/stage`."""
     if not metrics_dir.is_dir():
         return {}
-    return {p.stem: json.loads(p.read_text()) for p in sorted(metrics_dir.glob("*.json"))}
+    found = {p.stem: json.loads(p.read_text()) for p in sorted(metrics_dir.glob("*.json"))}
+    found.update({f"{p.parent.name}/{p.stem}": json.loads(p.read_text())
+                  for p in sorted(metrics_dir.glob("*/*.json"))})
+    return found

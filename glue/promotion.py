@@ -4,13 +4,15 @@ Both models (registry aliases ``challenger`` and ``champion``) score the SAME ro
 held-out validation window (the most recent labelled days, tagged on its training run), as its
 training run logged them (rebuilt from the training frame if the champion needs other columns).
 The challenger must clear absolute floors, and beat the champion
-on the primary metric by ``gate.min_improvement`` in at least ``gate.confidence`` of paired
+on the model's gate metric by ``gate.min_improvement`` in at least ``gate.confidence`` of paired
 bootstrap resamples of those rows (one set of resamples, applied to both models, so the noise of
-the window is shared and only the models' difference is tested). The first model becomes
+the window is shared and only the models' difference is tested). Every task has its metrics and
+their direction (settings.TASK_METRICS): "better" is higher average precision or R², lower RMSE;
+a floor is a minimum for the first kind and a maximum for the second. The first model becomes
 champion if it clears the floors.
 
 Every verdict is written as tags on the challenger's model version (both metrics, the delta and
-its interval, the window, the time) and to metrics/gate.json for DVC.
+its interval, the window, the time) and to metrics/<model>/gate.json for DVC.
 
 Concurrency and crash guarantees:
 - Moving the ``champion`` alias is one registry call and the last step, so a crash at any point
@@ -43,14 +45,21 @@ if TYPE_CHECKING:
     import numpy as np
 
     from glue.features import TrainingFrame
-    from glue.settings import GateParams, Settings
+    from glue.settings import GateParams, ModelSpec, Settings
     from glue.tracking import VersionRef
 
-GATE_METRICS_FILE = Path("metrics/gate.json")
-EVALUATION_FILE = Path("metrics/evaluation.json")  # `glue evaluate` → `glue promote`
 LOCK_TIMEOUT_SECONDS = 120.0
+BINARY = "binary_classification"
 
-METRICS = ("average_precision", "roc_auc")  # what the gate can compare and floor
+
+def gate_file(model: str) -> Path:
+    """metrics/<model>/gate.json: what the promote stage decided (relative to the project)."""
+    return Path("metrics") / model / "gate.json"
+
+
+def evaluation_file(model: str) -> Path:
+    """metrics/<model>/evaluation.json: `glue evaluate` -> `glue promote`."""
+    return Path("metrics") / model / "evaluation.json"
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,9 @@ class Decision:
     reason: str
     challenger: dict[str, float]
     champion: dict[str, float] | None = None
-    delta: float | None = None  # challenger - champion on the primary metric, on all rows
+    delta: float | None = None  # challenger - champion on the gate metric, on all rows
+    metric: str = ""  # the gate metric
+    higher_is_better: bool = True
     ci_low: float | None = None  # central `confidence` interval of the bootstrapped delta
     ci_high: float | None = None
     prob_better: float | None = None  # share of resamples with delta > min_improvement
@@ -79,13 +90,14 @@ class Comparison:
     window_start: str
     window_end: str
     rows: int
-    fraud: int
+    positives: int | None  # binary classification: positive rows in the window
 
     def summary(self) -> str:
         d = self.decision
         champion = f"champion {self.champion.version}" if self.champion else "no champion"
+        positives = f", {self.positives} positive" if self.positives is not None else ""
         return (f"{self.model_name} version {self.challenger.version} vs {champion} on "
-                f"{self.window_start[:10]} .. {self.window_end[:10]} ({self.rows} rows, {self.fraud} fraud): "
+                f"{self.window_start[:10]} .. {self.window_end[:10]} ({self.rows} rows{positives}): "
                 f"{'passes' if d.passed else 'fails'} the gate\n  {d.reason}")
 
     def to_json(self) -> dict[str, Any]:
@@ -121,27 +133,29 @@ class GateResult:
         )
 
 
-def evaluate_and_promote(settings: Settings, frame: TrainingFrame | None = None) -> GateResult:
+def evaluate_and_promote(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = None
+                         ) -> GateResult:
     """Both gate stages in one call: compare challenger with champion, then promote if it wins."""
-    return promote(settings, compare(settings, frame))
+    return promote(settings, model, compare(settings, model, frame))
 
 
-def evaluate(settings: Settings, frame: TrainingFrame | None = None) -> Comparison:
-    """The `evaluate` stage: compare, and keep the comparison for `promote` (metrics/evaluation.json)."""
-    comparison = compare(settings, frame)
-    atomic.write_json(settings.outputs_dir / EVALUATION_FILE, comparison.to_json(), indent=2, sort_keys=True)
+def evaluate(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = None) -> Comparison:
+    """The `evaluate` stage: compare, and keep the comparison for `promote` (metrics/<model>/evaluation.json)."""
+    comparison = compare(settings, model, frame)
+    atomic.write_json(settings.outputs_dir / evaluation_file(model.name), comparison.to_json(),
+                      indent=2, sort_keys=True)
     return comparison
 
 
-def promote_evaluated(settings: Settings) -> GateResult:
+def promote_evaluated(settings: Settings, model: ModelSpec) -> GateResult:
     """The `promote` stage: act on the comparison `evaluate` wrote, if it is about today's challenger."""
     from glue import tracking
 
-    path = settings.outputs_dir / EVALUATION_FILE
+    path = settings.outputs_dir / evaluation_file(model.name)
     try:
         comparison = Comparison.from_json(json.loads(path.read_text()))
     except FileNotFoundError:
-        raise GlueError(f"{path}: no evaluation to act on; run `glue evaluate` first") from None
+        raise GlueError(f"{path}: no evaluation to act on; run `glue evaluate --model {model.name}` first") from None
     except (ValueError, TypeError, KeyError) as exc:
         raise GlueError(f"{path}: not an evaluation written by `glue evaluate` ({exc})") from None
     tracking.configure(settings)
@@ -151,18 +165,19 @@ def promote_evaluated(settings: Settings) -> GateResult:
             f"{path} evaluated {comparison.model_name} version {comparison.challenger.version}, but the "
             f"challenger is now {current.version if current else 'none'}; run `glue evaluate` again"
         )
-    return promote(settings, comparison)
+    return promote(settings, model, comparison)
 
 
-def compare(settings: Settings, frame: TrainingFrame | None = None) -> Comparison:
+def compare(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = None) -> Comparison:
     """Score challenger and champion on the challenger's validation window and decide."""
     from glue import tracking, training
 
     tracking.configure(settings)
-    name = settings.params.train.registered_model_name
+    name = model.name
     challenger = tracking.get_alias(name, CHALLENGER)
     if challenger is None:
-        raise GlueError(f"registered model '{name}' has no '{CHALLENGER}' version; run `glue train` first")
+        raise GlueError(f"registered model '{name}' has no '{CHALLENGER}' version; "
+                        f"run `glue train --model {name}` first")
     champion = tracking.get_alias(name, CHAMPION)
     start = challenger.tags.get(contract.VALIDATION_START)
     end = challenger.tags.get(contract.VALIDATION_END)
@@ -172,33 +187,35 @@ def compare(settings: Settings, frame: TrainingFrame | None = None) -> Compariso
             f"{contract.VALIDATION_END} tags; it was not trained by `glue train`"
         )
     if frame is None:
-        frame = logged_validation_frame(settings, challenger, champion)
+        frame = logged_validation_frame(settings, model, challenger, champion)
     if frame is None:
         from glue.features import training_frame
 
-        frame = training_frame(settings)
+        frame = training_frame(settings, model)
     rows = frame.df[training.window_mask(frame.df, start, end)]
     y = rows[frame.label_column].to_numpy()
-    if len(rows) == 0 or y.min() == y.max():
+    binary = model.task == BINARY
+    if len(rows) == 0 or (binary and y.min() == y.max()):
         raise GlueError(
             f"the gate window {start} .. {end} (validation window of {name} version "
-            f"{challenger.version}) has {len(rows)} labelled rows and not both classes; "
-            "the training frame no longer covers it"
+            f"{challenger.version}) has {len(rows)} labelled rows" + (" and not both classes" if binary else "")
+            + "; the training frame no longer covers it"
         )
-    gate = settings.params.gate
-    challenger_scores = _scores(challenger, rows, frame)
+    challenger_scores = _scores(challenger, rows, frame, model.task)
     if champion is not None and champion.version == challenger.version:
-        metrics = _point_metrics(y, challenger_scores)
-        decision = Decision(False, f"version {challenger.version} already is the champion", metrics)
+        metrics = point_metrics(model.task, y, challenger_scores)
+        decision = Decision(False, f"version {challenger.version} already is the champion", metrics,
+                            metric=model.gate.metric or "", higher_is_better=model.metric_direction == "max")
     else:
-        champion_scores = _scores(champion, rows, frame) if champion is not None else None
-        decision = decide(y, challenger_scores, champion_scores, gate,
-                          seed=settings.params.train.random_state)
-    return Comparison(name, challenger, champion, decision, start, end, len(rows), int(y.sum()))
+        champion_scores = _scores(champion, rows, frame, model.task) if champion is not None else None
+        decision = decide(y, challenger_scores, champion_scores, model.gate, task=model.task,
+                          seed=model.random_state)
+    positives = int(y.sum()) if binary else None
+    return Comparison(name, challenger, champion, decision, start, end, len(rows), positives)
 
 
-def logged_validation_frame(settings: Settings, challenger: VersionRef, champion: VersionRef | None
-                            ) -> TrainingFrame | None:
+def logged_validation_frame(settings: Settings, model: ModelSpec, challenger: VersionRef,
+                            champion: VersionRef | None) -> TrainingFrame | None:
     """The challenger's validation rows as its training run logged them, if the champion can use them.
 
     The same rows the training frame would give for that window (the features Feast served at
@@ -208,7 +225,7 @@ def logged_validation_frame(settings: Settings, challenger: VersionRef, champion
     import pandas as pd
 
     from glue import tracking
-    from glue.features import LABEL_COLUMN, TrainingFrame
+    from glue.features import TrainingFrame
 
     run_id = challenger.tags.get(contract.TRAIN_RUN_ID) or challenger.run_id
     columns = contract.feature_columns(challenger.tags)
@@ -221,15 +238,16 @@ def logged_validation_frame(settings: Settings, challenger: VersionRef, champion
     needed = set(columns)
     if champion is not None:
         needed |= set(contract.feature_columns(champion.tags))
-    if not needed <= set(df.columns) or LABEL_COLUMN not in df.columns:
+    label = model.label.field
+    if not needed <= set(df.columns) or label not in df.columns:
         return None
     service = challenger.tags.get(contract.FEATURE_SERVICE, "")
     refs = contract.feature_refs(challenger.tags)
     return TrainingFrame(df=df.drop(columns=[contract.PREDICTION_COLUMN], errors="ignore"),
-                         feature_columns=columns, feature_service=service, feature_refs=refs)
+                         feature_columns=columns, feature_service=service, feature_refs=refs, label_column=label)
 
 
-def promote(settings: Settings, comparison: Comparison) -> GateResult:
+def promote(settings: Settings, model: ModelSpec, comparison: Comparison) -> GateResult:
     """Record the verdict and, if it passed, move ``champion`` (locked, re-checked, last)."""
     from glue import tracking
 
@@ -265,35 +283,60 @@ def promote(settings: Settings, comparison: Comparison) -> GateResult:
                                                        gate_tag("replaced_at"): decided_at})
 
     result = GateResult(promoted, reason, name, version, seen, after, gate_metrics(c), decided_at)
-    _write_gate_json(settings.outputs_dir / GATE_METRICS_FILE, result)
+    _write_gate_json(settings.outputs_dir / gate_file(model.name), result)
     return result
 
 
 def decide(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray | None, gate: GateParams,
-           *, seed: int = 0) -> Decision:
-    """The gate's rule on fraud scores of the same rows; pure, so it is tested without MLflow."""
+           *, task: str = BINARY, seed: int = 0) -> Decision:
+    """The gate's rule on the two models' predictions of the same rows; pure, so it is tested
+    without MLflow. Direction-aware: "better" and the floors follow the metric's direction."""
     import numpy as np
 
+    from glue.settings import DEFAULT_METRIC, TASK_METRICS
+
+    directions = TASK_METRICS[task]
+    pm = gate.metric or DEFAULT_METRIC[task]
+    if pm not in directions:
+        raise GlueError(f"params.yaml gate.metric: '{pm}' is not a metric of task {task} "
+                        f"(choose from {', '.join(directions)})")
+    higher = directions[pm] == "max"
     y = np.asarray(y)
-    chal = _point_metrics(y, challenger)
-    failed = [f"{m} {chal[m]:.4f} < floor {floor:g}" for m, floor in gate.floors.items() if chal[m] < floor]
-    floors_note = "below floor: " + ", ".join(failed) if failed else ""
+    chal = point_metrics(task, y, challenger)
+
+    def clears(m: str, bound: float) -> bool:
+        return chal[m] >= bound if directions[m] == "max" else chal[m] <= bound
+
+    def bound_text(m: str, bound: float, ok: bool) -> str:
+        if directions[m] == "max":
+            return f"{m} {chal[m]:.4f} {'>=' if ok else '< floor'} {bound:g}"
+        return f"{m} {chal[m]:.4f} {'<=' if ok else '> ceiling'} {bound:g}"
+
+    failed = [bound_text(m, b, False) for m, b in gate.floors.items() if not clears(m, b)]
+    floors_note = "beyond its bound: " + ", ".join(failed) if failed else ""
+    if task == BINARY:
+        floors_note = floors_note.replace("beyond its bound", "below floor")
     if champion is None:
         if failed:
-            return Decision(False, f"first model, {floors_note}", chal, failed_floors=failed)
-        shown = ", ".join(f"{m} {chal[m]:.4f} >= {f:g}" for m, f in gate.floors.items())
-        return Decision(True, f"first model, clears the floors ({shown})", chal)
+            return Decision(False, f"first model, {floors_note}", chal, failed_floors=failed, metric=pm,
+                            higher_is_better=higher)
+        shown = ", ".join(bound_text(m, b, True) for m, b in gate.floors.items())
+        return Decision(True, f"first model, clears the floors ({shown})" if shown else
+                        "first model (no floors)", chal, metric=pm, higher_is_better=higher)
 
-    champ = _point_metrics(y, champion)
-    pm = gate.primary_metric
-    deltas = paired_bootstrap_deltas(y, challenger, champion, pm, gate.bootstrap_samples, seed=seed)
+    champ = point_metrics(task, y, champion)
+    deltas = paired_bootstrap_deltas(y, challenger, champion, pm, gate.bootstrap_samples, seed=seed, task=task)
+    gains = deltas if higher else -deltas  # the improvement in the metric's better direction
     tail = (1 - gate.confidence) / 2
     ci_low, ci_high = (float(q) for q in np.quantile(deltas, [tail, 1 - tail]))
-    prob = float(np.mean(deltas > gate.min_improvement))
+    prob = float(np.mean(gains > gate.min_improvement))
     delta = chal[pm] - champ[pm]
+    better = "higher" if higher else "lower"
     numbers = (f"{pm} {chal[pm]:.4f} vs champion {champ[pm]:.4f}, delta {delta:+.4f} "
                f"({gate.confidence:.0%} CI {ci_low:+.4f} .. {ci_high:+.4f}); "
-               f"P(delta > {gate.min_improvement:g}) = {prob:.3f}")
+               f"P({better} by > {gate.min_improvement:g}) = {prob:.3f}")
+    if task == BINARY:
+        numbers = numbers.replace(f"P(higher by > {gate.min_improvement:g})", f"P(delta > {gate.min_improvement:g})")
     passed = not failed and prob >= gate.confidence
     if failed:
         reason = f"challenger {floors_note}; {numbers}"
@@ -301,7 +344,24 @@ def decide(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray | None, g
         reason = f"challenger better: {numbers} >= {gate.confidence:g}"
     else:
         reason = f"challenger not better enough: {numbers} < {gate.confidence:g}"
-    return Decision(passed, reason, chal, champ, delta, ci_low, ci_high, prob, failed)
+    return Decision(passed, reason, chal, champ, delta, metric=pm, higher_is_better=higher,
+                    ci_low=ci_low, ci_high=ci_high, prob_better=prob, failed_floors=failed)
+
+
+def point_metrics(task: str, y: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    """Every gate metric of the task on all rows (what the verdict and its tags show)."""
+    import numpy as np
+    from sklearn import metrics as m
+
+    if task == BINARY:
+        p = np.clip(predictions, 1e-15, 1 - 1e-15)
+        return {"average_precision": float(m.average_precision_score(y, predictions)),
+                "roc_auc": float(m.roc_auc_score(y, predictions)),
+                "log_loss": float(m.log_loss(y, p, labels=[0, 1])),
+                "brier": float(m.brier_score_loss(y, predictions))}
+    return {"rmse": float(np.sqrt(m.mean_squared_error(y, predictions))),
+            "mae": float(m.mean_absolute_error(y, predictions)),
+            "r2": float(m.r2_score(y, predictions))}
 
 
 def concurrent_change(seen: str | None, now: str | None) -> bool:
@@ -310,28 +370,37 @@ def concurrent_change(seen: str | None, now: str | None) -> bool:
 
 
 def paired_bootstrap_deltas(y: np.ndarray, a: np.ndarray, b: np.ndarray, metric: str, samples: int,
-                            *, seed: int = 0) -> np.ndarray:
+                            *, seed: int = 0, task: str = BINARY) -> np.ndarray:
     """metric(a) - metric(b) on `samples` bootstrap resamples of the rows, the same ones for both.
 
-    Resamples are row counts (multinomial weights), and each model's rows are sorted once, so a
-    resample costs two cumulative sums instead of a sort: ~1000 resamples of 100k rows in seconds.
-    Resamples without a fraud case (metric undefined) are dropped.
+    Resamples are row counts (multinomial weights). For ranking metrics each model's rows are
+    sorted once, so a resample costs two cumulative sums instead of a sort: ~1000 resamples of 100k
+    rows in seconds; the error metrics are weighted sums. Resamples where the metric is undefined
+    (no positive case) are dropped.
     """
     import numpy as np
 
-    if metric not in METRICS:
-        raise GlueError(f"params.yaml gate.primary_metric: '{metric}' is not one of {', '.join(METRICS)}")
+    from glue.settings import TASK_METRICS
+
+    if metric not in TASK_METRICS[task]:
+        raise GlueError(f"params.yaml gate.metric: '{metric}' is not a metric of task {task} "
+                        f"(choose from {', '.join(TASK_METRICS[task])})")
     y = np.asarray(y, dtype=float)
     n = len(y)
     rng = np.random.default_rng(seed)
-    prepared = [_sorted_for(np.asarray(s, dtype=float), y) for s in (a, b)]
+    ranking = metric in ("average_precision", "roc_auc")
+    prepared = [_sorted_for(np.asarray(s, dtype=float), y) if ranking else np.asarray(s, dtype=float)
+                for s in (a, b)]
     chunk = max(1, 2_000_000 // max(n, 1))
     out: list[np.ndarray] = []
     for first in range(0, samples, chunk):
         size = min(chunk, samples - first)
         picks = rng.integers(0, n, size=(size, n)) + (np.arange(size) * n)[:, None]
         weights = np.bincount(picks.ravel(), minlength=size * n).reshape(size, n).astype(float)
-        va, vb = (_weighted_metric(weights[:, order], ys, last, metric) for order, ys, last in prepared)
+        if ranking:
+            va, vb = (_weighted_metric(weights[:, order], ys, last, metric) for order, ys, last in prepared)
+        else:
+            va, vb = (_weighted_error(weights, y, pred, metric) for pred in prepared)
         out.append(va - vb)
     deltas = np.concatenate(out)
     return deltas[~np.isnan(deltas)]
@@ -347,8 +416,10 @@ def verdict_tags(c: Comparison, decided_at: str) -> dict[str, str]:
         gate_tag("window_start"): c.window_start,
         gate_tag("window_end"): c.window_end,
         gate_tag("window_rows"): str(c.rows),
-        gate_tag("window_fraud"): str(c.fraud),
+        gate_tag("metric"): d.metric,
     }
+    if c.positives is not None:
+        tags[gate_tag("window_positives")] = str(c.positives)
     for m, v in d.challenger.items():
         tags[gate_tag(f"challenger_{m}")] = f"{v:.6f}"
     for m, v in (d.champion or {}).items():
@@ -367,7 +438,9 @@ def gate_metrics(c: Comparison) -> dict[str, Any]:
     metrics.update({f"champion_{m}": v for m, v in (d.champion or {}).items()})
     metrics.update({k: v for k, v in asdict(d).items()
                     if k in ("delta", "ci_low", "ci_high", "prob_better") and v is not None})
-    metrics.update(window_rows=c.rows, window_fraud=c.fraud, passed=d.passed)
+    metrics.update(window_rows=c.rows, passed=d.passed, metric=d.metric)
+    if c.positives is not None:
+        metrics["window_positives"] = c.positives
     return metrics
 
 
@@ -394,9 +467,9 @@ def promotion_lock(settings: Settings, name: str, timeout: float = LOCK_TIMEOUT_
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _scores(ref: VersionRef, rows: Any, frame: TrainingFrame) -> np.ndarray:
-    """P(fraud) of one registered model on the window, fed the columns it was trained on."""
-    from glue import tracking
+def _scores(ref: VersionRef, rows: Any, frame: TrainingFrame, task: str) -> np.ndarray:
+    """One registered model's predictions on the window, fed the columns it was trained on."""
+    from glue import tracking, training
 
     model = tracking.load_sklearn_model(ref.uri)
     tagged = contract.feature_columns(ref.tags)
@@ -409,14 +482,23 @@ def _scores(ref: VersionRef, rows: Any, frame: TrainingFrame) -> np.ndarray:
             f"model '{ref.name}' version {ref.version} needs feature column(s) {', '.join(missing)}, "
             f"which the training frame of feature service '{frame.feature_service}' lacks"
         )
-    return model.predict_proba(rows[columns])[:, 1]
+    return training.predict(model, task, rows[columns])
 
 
-def _point_metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import average_precision_score, roc_auc_score
+def _weighted_error(w: np.ndarray, y: np.ndarray, pred: np.ndarray, metric: str) -> np.ndarray:
+    """RMSE, MAE or R² of each weight row (weighted by the resample's row counts)."""
+    import numpy as np
 
-    return {"average_precision": float(average_precision_score(y, scores)),
-            "roc_auc": float(roc_auc_score(y, scores))}
+    total = w.sum(axis=1)
+    if metric == "rmse":
+        return np.sqrt((w * (y - pred) ** 2).sum(axis=1) / total)
+    if metric == "mae":
+        return (w * np.abs(y - pred)).sum(axis=1) / total
+    mean = (w * y).sum(axis=1, keepdims=True) / total[:, None]
+    residual = (w * (y - pred) ** 2).sum(axis=1)
+    spread = (w * (y - mean) ** 2).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(spread > 0, 1.0 - residual / spread, math.nan)
 
 
 def _sorted_for(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

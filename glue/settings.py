@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from glue.errors import SettingsError
 from monitoring.policy import MonitoringParams
@@ -23,23 +23,6 @@ PROFILES = ("local", "prod")
 Profile = Literal["local", "prod"]
 
 PARAMS_FILE = "params.yaml"
-
-
-class DemoParams(BaseModel):
-    """Shape of the generated fraud data set (see glue/demo_data.py)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    seed: int = 42
-    start_date: str = "2026-01-01"
-    days: int = 60
-    transactions_per_day: int = 1700
-    customers: int = 5000
-    merchants: int = 400
-    fraud_rate: float = 0.015
-    label_delay_days: int = 7
-    shift_day: int | None = None
-    shift_kind: Literal["none", "new_fraud_pattern", "spending_change"] = "none"
 
 
 class ColumnRule(BaseModel):
@@ -68,65 +51,192 @@ class ValidationParams(BaseModel):
     columns: dict[str, ColumnRule]
 
 
+class DataParams(BaseModel):
+    """The project's raw data: which batches the gate validates, and who makes demo data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # data/raw/<events>/: one parquet (or CSV) batch per day of the events the models score
+    events: str = "events"
+    # the column naming one event: labels keyed by it are joined to the events (for the entity
+    # keys and request fields a feature service needs that the labels do not carry)
+    event_id: str | None = None
+    # `module:function` or `path/to/file.py:function` (relative to the project): `glue demo-data`
+    # calls it with the `demo:` section and data/raw; None: the project brings its own batches
+    generator: str | None = None
+
+
 class FeaturesParams(BaseModel):
-    """The feature stage (see glue/features.py): which Feast feature service the model uses."""
+    """The feature stage (see glue/features.py): the project's own transformation step."""
 
     model_config = ConfigDict(extra="forbid")
 
-    feature_service: str = "fraud_model_v1"
+    # `module:function` or `path/to/file.py:function`: raw batches -> the tables the feature
+    # views read ({Feast data source name: DataFrame}); None: the sources are filled elsewhere
+    transform: str | None = None
 
 
-class ModelParams(BaseModel):
-    """Which scikit-learn estimator to fit, with its keyword arguments (passed through as is)."""
+Task = Literal["binary_classification", "regression"]
+Direction = Literal["max", "min"]
+
+# The gate's metrics per task and which way is better; floors are bounds in that direction.
+TASK_METRICS: dict[str, dict[str, Direction]] = {
+    "binary_classification": {"average_precision": "max", "roc_auc": "max", "log_loss": "min",
+                              "brier": "min"},
+    "regression": {"rmse": "min", "mae": "min", "r2": "max"},
+}
+DEFAULT_METRIC = {"binary_classification": "average_precision", "regression": "rmse"}
+ESTIMATORS: dict[str, tuple[str, ...]] = {
+    "binary_classification": ("hist_gradient_boosting", "random_forest", "logistic_regression"),
+    "regression": ("hist_gradient_boosting", "random_forest", "ridge", "linear_regression"),
+}
+
+
+class LabelSpec(BaseModel):
+    """A model's label: a field of a Feast label view, or of a labels source (file or folder).
+
+    Either way the rows carry the label's join keys, the event time and, optionally, the time the
+    label became known (`known_at`): a training set built "as of" a moment holds only the labels
+    known then, so delayed labels work for every model.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["hist_gradient_boosting", "random_forest", "logistic_regression"] = (
-        "hist_gradient_boosting"
-    )
+    view: str | None = None  # a LabelView of the feature repo (its batch source holds the rows)
+    source: str | None = None  # a parquet file or folder of them, relative to the project
+    field: str
+    # for a source (a label view knows its own): the join keys, event time and known-at columns
+    join_keys: list[str] = []
+    event_timestamp: str = "event_timestamp"
+    known_at: str | None = None
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> LabelSpec:
+        if (self.view is None) == (self.source is None):
+            raise ValueError("give exactly one of 'view' (a Feast LabelView) and 'source' (a labels file)")
+        if self.source is not None and not self.join_keys:
+            raise ValueError("a labels 'source' needs 'join_keys' (the columns that key its rows)")
+        return self
+
+
+class EstimatorSpec(BaseModel):
+    """Which scikit-learn estimator to fit for the task, with its keyword arguments (passed as is)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = "hist_gradient_boosting"
     params: dict[str, Any] = {}
 
 
-class TrainParams(BaseModel):
-    """The training stage (see glue/training.py)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    experiment_name: str = "fraud-training"
-    registered_model_name: str = "fraud-detector"
-    validation_days: int = Field(7, ge=1)
-    random_state: int = 42
-    decision_threshold: float = Field(0.5, gt=0.0, lt=1.0)
-    reference_rows: int = Field(50_000, ge=1000)
-    model: ModelParams = ModelParams()
-
-
 class GateParams(BaseModel):
-    """The challenger/champion gate (see glue/promotion.py)."""
+    """The challenger/champion gate (see glue/promotion.py) of one model."""
 
     model_config = ConfigDict(extra="forbid")
 
-    primary_metric: Literal["average_precision", "roc_auc"] = "average_precision"
-    min_improvement: float = 0.005
+    metric: str | None = None  # None: the task's default (average_precision, rmse)
+    min_improvement: float = Field(0.005, ge=0.0)  # in the metric's better direction
     bootstrap_samples: int = Field(1000, ge=100)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
-    floors: dict[Literal["average_precision", "roc_auc"], float] = {
-        "average_precision": 0.2,
-        "roc_auc": 0.7,
-    }
+    # absolute bounds any model must meet to become champion: a minimum for a metric where
+    # higher is better, a maximum where lower is better (rmse <= 10)
+    floors: dict[str, float] = {}
+
+
+class ModelSpec(BaseModel):
+    """One model of the project (an entry of ``models:``): what it is trained and served on, how it
+    is judged, and its serving and monitoring policies (merged over ``defaults:``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str  # the registered model name: the key under `models:`
+    feature_service: str
+    task: Task
+    label: LabelSpec
+    estimator: EstimatorSpec = EstimatorSpec()
+    decision_threshold: float | None = None  # binary: score above which the decision is positive
+    validation_days: int = Field(7, ge=1)  # the most recent labelled days, held out for the gate
+    random_state: int = 42
+    reference_rows: int = Field(50_000, ge=100)  # training rows kept with the model: the drift reference
+    experiment_name: str | None = None  # default: "<name>-training"
+    gate: GateParams = GateParams()
+    serving: dict[str, Any] = {}  # validated by glue/serving (ServingParams)
+    monitoring: MonitoringParams = MonitoringParams()
+
+    @model_validator(mode="after")
+    def _fits_the_task(self) -> ModelSpec:
+        metrics = TASK_METRICS[self.task]
+        if self.gate.metric is None:
+            self.gate.metric = DEFAULT_METRIC[self.task]
+        for key, name in [("gate.metric", self.gate.metric),
+                          *((f"gate.floors.{m}", m) for m in self.gate.floors)]:
+            if name not in metrics:
+                raise ValueError(f"{key}: '{name}' is not a metric of task {self.task} "
+                                 f"(choose from {', '.join(metrics)})")
+        if self.estimator.type not in ESTIMATORS[self.task]:
+            raise ValueError(f"estimator.type: '{self.estimator.type}' is not an estimator for task "
+                             f"{self.task} (choose from {', '.join(ESTIMATORS[self.task])})")
+        if self.task == "binary_classification":
+            if self.decision_threshold is None:
+                self.decision_threshold = 0.5
+            if not 0.0 < self.decision_threshold < 1.0:
+                raise ValueError("decision_threshold: must lie strictly between 0 and 1")
+        elif self.decision_threshold is not None:
+            raise ValueError(f"decision_threshold: task {self.task} has no decision threshold")
+        quality = self.monitoring.quality.metric
+        if quality is None:
+            quality = self.monitoring.quality.metric = DEFAULT_QUALITY_METRIC[self.task]
+        if quality not in QUALITY_METRICS[self.task]:
+            raise ValueError(f"monitoring.quality.metric: '{quality}' is not a quality metric of task "
+                             f"{self.task} (choose from {', '.join(QUALITY_METRICS[self.task])})")
+        if self.experiment_name is None:
+            self.experiment_name = f"{self.name}-training"
+        if self.monitoring.experiment_name is None:
+            self.monitoring.experiment_name = f"{self.name}-monitoring"
+        return self
+
+    @property
+    def metric_direction(self) -> Direction:
+        return TASK_METRICS[self.task][self.gate.metric or DEFAULT_METRIC[self.task]]
+
+
+DEFAULT_QUALITY_METRIC = {"binary_classification": "average_precision", "regression": "rmse"}
+QUALITY_METRICS: dict[str, tuple[str, ...]] = {
+    "binary_classification": ("average_precision", "roc_auc", "precision", "recall"),
+    "regression": ("rmse", "mae", "r2"),
+}
 
 
 class Params(BaseModel):
-    """Everything in params.yaml. Sections not modelled yet are kept as plain dicts."""
+    """Everything in params.yaml. The `demo:` section belongs to the project's generator."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
-    demo: DemoParams = DemoParams()
+    data: DataParams = DataParams()
+    demo: dict[str, Any] = {}
     validation: ValidationParams
     features: FeaturesParams = FeaturesParams()
-    train: TrainParams = TrainParams()
-    gate: GateParams = GateParams()
-    monitoring: MonitoringParams = MonitoringParams()
+    # project-wide policies every model starts from (its own entries override them key by key)
+    defaults: dict[str, Any] = {}
+    models: dict[str, ModelSpec]
+
+    @model_validator(mode="after")
+    def _some_model(self) -> Params:
+        if not self.models:
+            raise ValueError("models: the project declares no model")
+        return self
+
+    def model(self, name: str | None = None) -> ModelSpec:
+        """The spec of model `name`; without a name, the project's only model."""
+        if name is None:
+            if len(self.models) != 1:
+                raise SettingsError(f"the project has {len(self.models)} models "
+                                    f"({', '.join(self.models)}): name one (--model NAME)")
+            return next(iter(self.models.values()))
+        try:
+            return self.models[name]
+        except KeyError:
+            raise SettingsError(f"params.yaml models: no model '{name}' "
+                                f"(the project has {', '.join(self.models)})") from None
 
 
 class Settings(BaseModel):
@@ -167,12 +277,23 @@ class Settings(BaseModel):
     warehouse_uri: str | None = None
 
     @property
-    def raw_transactions_dir(self) -> Path:
-        return self.raw_dir / "transactions"
+    def raw_events_dir(self) -> Path:
+        """data/raw/<events>/: the batches the validation gate checks."""
+        return self.raw_dir / self.params.data.events
 
     @property
-    def raw_labels_dir(self) -> Path:
-        return self.raw_dir / "labels"
+    def validated_events_dir(self) -> Path:
+        """data/validated/<events>/: the accepted batches every later stage reads."""
+        return self.validated_dir / self.params.data.events
+
+    @property
+    def models(self) -> list[ModelSpec]:
+        """The project's model specs, in params.yaml order."""
+        return list(self.params.models.values())
+
+    def model(self, name: str | None = None) -> ModelSpec:
+        """One model's spec (see Params.model)."""
+        return self.params.model(name)
 
 
 ENV_PREFIX = "GLUE_"
@@ -228,17 +349,37 @@ def load_params(path: Path) -> Params:
         raise SettingsError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise SettingsError(f"{path}: expected a mapping at the top level")
+    models = raw.get("models")
+    if isinstance(models, dict):
+        defaults = raw.get("defaults") or {}
+        raw = {**raw, "models": {name: {"name": name, **_merged(_policy_defaults(defaults), spec or {})}
+                                 for name, spec in models.items()}}
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
         raise SettingsError(f"{path}: {_describe(exc)}") from None
 
 
+def _policy_defaults(defaults: Any) -> dict[str, Any]:
+    """The `defaults:` keys a model spec inherits (gate, serving, monitoring and the training knobs)."""
+    return dict(defaults) if isinstance(defaults, dict) else {}
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` over `base`, mapping by mapping (a model's gate.floors replaces no sibling key)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
+    return out
+
+
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"])
-        parts.append(f"field '{field}': {err['msg']}")
+        message = err["msg"].removeprefix("Value error, ")
+        parts.append(f"field '{field}': {message}" if field else message)
     return "; ".join(parts)
 
 

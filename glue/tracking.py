@@ -217,10 +217,10 @@ def log_feature_refs(feature_refs: list[str]) -> None:
 def log_sklearn_model(model: Any, input_example: Any, *, name: str = MODEL_ARTIFACT) -> tuple[str, str]:
     """Log a fitted scikit-learn model with its signature; returns (model_uri, model_id).
 
-    The pyfunc flavour predicts with ``predict_proba`` (columns: P(0), P(1)), since every consumer
-    of a fraud model (serving, batch scoring, the gate) needs scores, not labels cut at 0.5.
-    Integer inputs are declared as doubles: an online feature may be missing (NaN), and MLflow
-    accepts ints for a double column but not NaN for a long one.
+    A classifier's pyfunc flavour predicts with ``predict_proba`` (columns: P(0), P(1)), since every
+    consumer of a classifier (serving, batch scoring, the gate) needs scores, not labels cut at 0.5;
+    a regressor's with ``predict``. Integer inputs are declared as doubles: an online feature may be
+    missing (NaN), and MLflow accepts ints for a double column but not NaN for a long one.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -228,40 +228,43 @@ def log_sklearn_model(model: Any, input_example: Any, *, name: str = MODEL_ARTIF
     ints = input_example.select_dtypes("integer").columns
     input_example = input_example.astype(dict.fromkeys(ints, "float64"))
 
-    signature = infer_signature(input_example, model.predict_proba(input_example))
+    method = "predict_proba" if hasattr(model, "predict_proba") else "predict"
+    signature = infer_signature(input_example, getattr(model, method)(input_example))
     info = mlflow.sklearn.log_model(
         sk_model=model,
         name=name,
         signature=signature,
         input_example=input_example,
-        pyfunc_predict_fn="predict_proba",
+        pyfunc_predict_fn=method,
         serialization_format="cloudpickle",
     )
     return info.model_uri, info.model_id
 
 
-def evaluate_classifier(model_uri: str, data: Any, label_column: str, model_id: str | None = None
-                        ) -> dict[str, float]:
-    """MLflow's built-in classifier evaluation on held-out data, logged to the active run.
+def evaluate_model(model_uri: str, data: Any, label_column: str, model_type: str,
+                   model_id: str | None = None) -> dict[str, float]:
+    """MLflow's built-in evaluation on held-out data, logged to the active run.
 
-    Gives the standard metrics and the pictures (ROC, precision-recall, lift and calibration
-    curves, confusion matrix) without any plotting code of ours. SHAP is off: slow, and optional.
+    `model_type` "classifier" gives the standard metrics and the pictures (ROC, precision-recall,
+    lift and calibration curves, confusion matrix), "regressor" the error metrics; no plotting code
+    of ours. SHAP is off: slow, and optional.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import mlflow
 
+    config = ({"pos_label": 1, "label_list": [0, 1], "metric_prefix": EVALUATE_PREFIX}
+              if model_type == "classifier" else {"metric_prefix": EVALUATE_PREFIX})
     with warnings.catch_warnings():  # schema hints about int columns: the signature has doubles
         warnings.simplefilter("ignore", UserWarning)
         result = mlflow.models.evaluate(
             model=model_uri,
             data=data,
             targets=label_column,
-            model_type="classifier",
-            evaluators=["classifier"],
-            evaluator_config={"classifier": {"pos_label": 1, "label_list": [0, 1],
-                                             "metric_prefix": EVALUATE_PREFIX}},
+            model_type=model_type,
+            evaluators=[model_type],  # MLflow 3's ClassifierEvaluator / RegressorEvaluator
+            evaluator_config={model_type: config},
             model_id=model_id,
         )
     return {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}

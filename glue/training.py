@@ -1,15 +1,16 @@
-"""The training stage: fit the fraud model on Feast features, track it in MLflow, register it.
+"""The training stage: fit one model of the project on its Feast features, track it, register it.
 
 One call to :func:`train` is one MLflow run and one new registered model version, aliased
 ``challenger``; whether it becomes ``champion`` is the gate's decision (glue/promotion.py), not
-training's. The split is by time, not at random: the most recent ``train.validation_days`` labelled
-days are held out, because the model will score *future* transactions and fraud patterns drift;
-the gate later scores challenger and champion on exactly that held-out window.
+training's. The split is by time, not at random: the model's most recent ``validation_days``
+labelled days are held out, because it will score *future* events and the world drifts; the gate
+later scores challenger and champion on exactly that held-out window. The task (params.yaml
+``models.<name>.task``) decides the estimator family, the metrics and the pictures.
 
 The run and the model version carry one lineage record (glue/lineage.py): git commit and dirty
 flag, the DVC version of the raw data, the validation result used, the Feast feature service and
-refs, the training and validation windows and the params. DVC gets metrics/train.json and the
-curve data under metrics/plots/.
+refs, the training and validation windows and the params. DVC gets metrics/<model>/train.json
+and the curve data under metrics/<model>/plots/.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ from glue.contract import (
     FEATURE_IMPORTANCE_PNG,
     FEATURE_REFS,
     FEATURE_SERVICE,
+    LABEL,
     PREDICTION_COLUMN,
     REFERENCE_ARTIFACT,
+    RESIDUALS_PNG,
+    TASK,
     TRAIN_END,
     TRAIN_PARAMS,
     TRAIN_RUN_ID,
@@ -48,14 +52,26 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from glue.features import TrainingFrame
-    from glue.settings import ModelParams, Settings
+    from glue.settings import EstimatorSpec, ModelSpec, Settings
 
-# DVC outputs, relative to the project directory (the dvc.yaml `train` stage lists these).
-METRICS_FILE = Path("metrics/train.json")
-MODEL_RECORD = Path("model/challenger.json")  # under data_dir: the train stage's DVC output
-PLOTS_DIR = Path("metrics/plots")
-ROC_CURVE_FILE = PLOTS_DIR / "roc_curve.csv"
-PR_CURVE_FILE = PLOTS_DIR / "pr_curve.csv"
+BINARY, REGRESSION = "binary_classification", "regression"
+
+
+# DVC outputs (the dvc.yaml `train` stage lists these), per model.
+def metrics_file(model: str) -> Path:
+    """metrics/<model>/train.json, relative to the project directory."""
+    return Path("metrics") / model / "train.json"
+
+
+def plots_dir(model: str) -> Path:
+    """metrics/<model>/plots/: the curve tables `dvc plots show` draws."""
+    return Path("metrics") / model / "plots"
+
+
+def model_record(model: str) -> Path:
+    """model/<model>.json under data_dir: the train stage's DVC output standing for the version."""
+    return Path("model") / f"{model}.json"
+
 
 TIMESTAMP_COLUMN = "event_timestamp"
 
@@ -92,27 +108,33 @@ class TrainResult:
     model_uri: str
     registered_model: str
     version: str
+    task: str
     metrics: dict[str, float]
     windows: Windows
     seconds: float
 
     def summary(self) -> str:
         m = self.metrics
+        if self.task == BINARY:
+            quality = (f"average_precision {m['average_precision']:.4f}, roc_auc {m['roc_auc']:.4f}, "
+                       f"precision {m['precision_at_threshold']:.3f} / recall {m['recall_at_threshold']:.3f} "
+                       f"at threshold {m['decision_threshold']:g}")
+            counts = (f"{int(m['train_rows'])} rows, {int(m['train_positives'])} positive",
+                      f"{int(m['validation_rows'])} rows, {int(m['validation_positives'])} positive")
+        else:
+            quality = f"rmse {m['rmse']:.4f}, mae {m['mae']:.4f}, r2 {m['r2']:.4f}"
+            counts = (f"{int(m['train_rows'])} rows", f"{int(m['validation_rows'])} rows")
         return (
             f"trained {self.registered_model} version {self.version} (alias {CHALLENGER}), "
             f"run {self.run_id} in {self.seconds:.1f} s\n"
             f"  train {self.windows.train_start:%Y-%m-%d} .. {self.windows.train_end:%Y-%m-%d} "
-            f"({int(m['train_rows'])} rows, {int(m['train_fraud'])} fraud); validation "
-            f"{self.windows.validation_start:%Y-%m-%d} .. {self.windows.validation_end:%Y-%m-%d} "
-            f"({int(m['validation_rows'])} rows, {int(m['validation_fraud'])} fraud)\n"
-            f"  average_precision {m['average_precision']:.4f}, roc_auc {m['roc_auc']:.4f}, "
-            f"precision {m['precision_at_threshold']:.3f} / recall {m['recall_at_threshold']:.3f} "
-            f"at threshold {m['decision_threshold']:g}"
+            f"({counts[0]}); validation {self.windows.validation_start:%Y-%m-%d} .. "
+            f"{self.windows.validation_end:%Y-%m-%d} ({counts[1]})\n  {quality}"
         )
 
 
-def train(settings: Settings, frame: TrainingFrame | None = None) -> TrainResult:
-    """Fit, evaluate, log and register a model; the new version gets the ``challenger`` alias.
+def train(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = None) -> TrainResult:
+    """Fit, evaluate, log and register one model; the new version gets the ``challenger`` alias.
 
     Without a frame the features are read from Feast inside the MLflow run, so Feast's MLflow
     integration tags the run with the feature service, views and refs it served.
@@ -120,7 +142,6 @@ def train(settings: Settings, frame: TrainingFrame | None = None) -> TrainResult
     from glue import tracking
 
     start = time.perf_counter()
-    params = settings.params.train
     store = None
     if frame is None:
         from glue import feature_store
@@ -128,81 +149,92 @@ def train(settings: Settings, frame: TrainingFrame | None = None) -> TrainResult
         store = feature_store.open_store(settings)
     data_tags = lineage.data_lineage_tags(settings.project_dir, settings.validated_dir)
 
-    with tracking.training_run(settings, params.experiment_name, tags=data_tags, store=store) as run_id:
+    with tracking.training_run(settings, model.experiment_name, tags=data_tags, store=store) as run_id:
         if frame is None:
             from glue.features import training_frame
 
-            frame = training_frame(settings, store=store)
-        is_train, windows = split_by_days(frame.df, params.validation_days)
+            frame = training_frame(settings, model, store=store)
+        is_train, windows = split_by_days(frame.df, model.validation_days)
         columns, label = list(frame.feature_columns), frame.label_column
         train_df, valid_df = frame.df[is_train], frame.df[~is_train]
-        _check_labels(train_df[label], "training", windows)
-        _check_labels(valid_df[label], "validation", windows)
+        if model.task == BINARY:
+            _check_labels(train_df[label], "training", windows)
+            _check_labels(valid_df[label], "validation", windows)
 
         fit_start = time.perf_counter()
-        model = build_pipeline(params.model, train_df[columns], params.random_state)
-        model.fit(train_df[columns], train_df[label].to_numpy())
+        estimator = build_pipeline(model.task, model.estimator, train_df[columns], model.random_state)
+        estimator.fit(train_df[columns], train_df[label].to_numpy())
         fit_seconds = time.perf_counter() - fit_start
-        scores = model.predict_proba(valid_df[columns])[:, 1]
+        predictions = predict(estimator, model.task, valid_df[columns])
 
         y_valid = valid_df[label].to_numpy()
-        metrics = classification_metrics(y_valid, scores, params.decision_threshold)
-        metrics.update(
-            train_rows=len(train_df),
-            train_fraud=int(train_df[label].sum()),
-            validation_rows=len(valid_df),
-            validation_fraud=int(y_valid.sum()),
-            fit_seconds=fit_seconds,
-        )
+        metrics = evaluation_metrics(model.task, y_valid, predictions, model.decision_threshold)
+        metrics.update(train_rows=len(train_df), validation_rows=len(valid_df))
+        if model.task == BINARY:
+            metrics.update(train_positives=int(train_df[label].sum()), validation_positives=int(y_valid.sum()))
+        spec = {"task": model.task, "estimator": model.estimator.model_dump(),
+                "validation_days": model.validation_days, "random_state": model.random_state,
+                "decision_threshold": model.decision_threshold}
         run_tags = {
             **windows.tags(),
+            TASK: model.task,
             FEATURE_SERVICE: frame.feature_service,
             FEAST_FEATURE_SERVICE: frame.feature_service,
             FEATURE_REFS: join_tag(frame.feature_refs),
             FEATURE_COLUMNS: join_tag(columns),
-            TRAIN_PARAMS: json.dumps(params.model_dump(), sort_keys=True),
+            LABEL: label,
+            TRAIN_PARAMS: json.dumps(spec, sort_keys=True),
         }
         tracking.set_tags(run_tags)
-        tracking.log_params({**params.model_dump(), "feature_service": frame.feature_service,
+        tracking.log_params({**_flat_params(spec), "feature_service": frame.feature_service,
                              "n_features": len(columns)})
         tracking.log_datasets(
             {"training": train_df[[TIMESTAMP_COLUMN, *columns, label]],
              "validation": valid_df[[TIMESTAMP_COLUMN, *columns, label]]},
             name=frame.feature_service, source=settings.feast_repo, target=label,
         )
-        model_uri, model_id = tracking.log_sklearn_model(model, train_df[columns].head(5))
+        model_uri, model_id = tracking.log_sklearn_model(estimator, train_df[columns].head(5))
         tracking.log_feature_refs(frame.feature_refs)
-        tracking.log_metrics(metrics, model_id=model_id)
-        tracking.evaluate_classifier(model_uri, valid_df[[*columns, label]], label, model_id=model_id)
+        tracking.log_metrics({**metrics, "fit_seconds": fit_seconds}, model_id=model_id)
+        tracking.evaluate_model(model_uri, valid_df[[*columns, label]], label,
+                                "classifier" if model.task == BINARY else "regressor", model_id=model_id)
 
         reference = reference_sample(train_df[[TIMESTAMP_COLUMN, *columns, label]],
-                                     params.reference_rows, params.random_state)
-        reference[PREDICTION_COLUMN] = model.predict_proba(reference[columns])[:, 1]
+                                     model.reference_rows, model.random_state)
+        reference[PREDICTION_COLUMN] = predict(estimator, model.task, reference[columns])
         tracking.log_frame(reference, REFERENCE_ARTIFACT)
-        validation = valid_df[[TIMESTAMP_COLUMN, *columns, label]].assign(**{PREDICTION_COLUMN: scores})
+        validation = valid_df[[TIMESTAMP_COLUMN, *columns, label]].assign(**{PREDICTION_COLUMN: predictions})
         tracking.log_frame(validation, VALIDATION_ARTIFACT)
 
-        importance = feature_importance(model, valid_df[columns], y_valid, params.random_state)
+        importance = feature_importance(estimator, model.task, valid_df[columns], y_valid, model.random_state)
         tracking.log_dict(importance, FEATURE_IMPORTANCE_JSON)
-        tracking.log_figure(_importance_figure(importance), FEATURE_IMPORTANCE_PNG)
+        tracking.log_figure(_importance_figure(importance, model.task), FEATURE_IMPORTANCE_PNG)
+        if model.task == REGRESSION:
+            tracking.log_figure(_residuals_figure(y_valid, predictions), RESIDUALS_PNG)
 
-        _write_dvc_outputs(settings.outputs_dir, metrics, y_valid, scores)
-        version = tracking.register_model(
-            model_uri, params.registered_model_name,
-            tags={**data_tags, **run_tags, TRAIN_RUN_ID: run_id},
-        )
-        tracking.set_alias(params.registered_model_name, CHALLENGER, version)
-        _write_model_record(settings, params.registered_model_name, version, run_id, model_uri)
+        _write_dvc_outputs(settings.outputs_dir, model, metrics, y_valid, predictions)
+        version = tracking.register_model(model_uri, model.name,
+                                          tags={**data_tags, **run_tags, TRAIN_RUN_ID: run_id})
+        tracking.set_alias(model.name, CHALLENGER, version)
+        _write_model_record(settings, model.name, version, run_id, model_uri)
 
     return TrainResult(
         run_id=run_id,
         model_uri=model_uri,
-        registered_model=params.registered_model_name,
+        registered_model=model.name,
         version=version,
+        task=model.task,
         metrics=metrics,
         windows=windows,
         seconds=time.perf_counter() - start,
     )
+
+
+def predict(estimator: Any, task: str, X: pd.DataFrame) -> np.ndarray:
+    """What a model of the task answers: P(positive) for binary classification, the value for regression."""
+    if task == BINARY:
+        return estimator.predict_proba(X)[:, 1]
+    return estimator.predict(X)
 
 
 def split_by_days(df: pd.DataFrame, validation_days: int) -> tuple[np.ndarray, Windows]:
@@ -247,24 +279,23 @@ def window_mask(df: pd.DataFrame, start: str, end: str) -> np.ndarray:
     return ((ts >= pd.Timestamp(start)) & (ts < pd.Timestamp(end))).to_numpy()
 
 
-def build_pipeline(model: ModelParams, X: pd.DataFrame, random_state: int) -> Any:
+def build_pipeline(task: str, spec: EstimatorSpec, X: pd.DataFrame, random_state: int) -> Any:
     """Preprocessing and estimator in one scikit-learn Pipeline, so serving needs nothing else.
 
-    Numbers are median-imputed (and scaled for the linear model); strings, categories and booleans
-    are one-hot encoded, ignoring categories unseen in training (a new merchant category must not
-    crash scoring).
+    Numbers are median-imputed (and scaled for the linear models); strings, categories and booleans
+    are one-hot encoded, ignoring categories unseen in training (a new category must not crash
+    scoring).
     """
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
+    from sklearn import ensemble, linear_model
     from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline, make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     numeric = [c for c in X.columns if is_numeric_dtype(X[c]) and not is_bool_dtype(X[c])]
     categorical = [c for c in X.columns if c not in numeric]
-    linear = model.type == "logistic_regression"
+    linear = spec.type in ("logistic_regression", "ridge", "linear_regression")
     numeric_steps = [SimpleImputer(strategy="median")] + ([StandardScaler()] if linear else [])
     preprocess = ColumnTransformer(
         [
@@ -274,18 +305,47 @@ def build_pipeline(model: ModelParams, X: pd.DataFrame, random_state: int) -> An
         verbose_feature_names_out=False,
     )
     estimators = {
-        "hist_gradient_boosting": HistGradientBoostingClassifier,
-        "random_forest": RandomForestClassifier,
-        "logistic_regression": LogisticRegression,
+        (BINARY, "hist_gradient_boosting"): ensemble.HistGradientBoostingClassifier,
+        (BINARY, "random_forest"): ensemble.RandomForestClassifier,
+        (BINARY, "logistic_regression"): linear_model.LogisticRegression,
+        (REGRESSION, "hist_gradient_boosting"): ensemble.HistGradientBoostingRegressor,
+        (REGRESSION, "random_forest"): ensemble.RandomForestRegressor,
+        (REGRESSION, "ridge"): linear_model.Ridge,
+        (REGRESSION, "linear_regression"): linear_model.LinearRegression,
     }
-    kwargs = {"random_state": random_state, **model.params}
-    if linear:
+    kwargs = dict(spec.params)
+    if spec.type != "linear_regression":
+        kwargs.setdefault("random_state", random_state)
+    if spec.type == "logistic_regression":
         kwargs.setdefault("max_iter", 1000)
     try:
-        estimator = estimators[model.type](**kwargs)
-    except TypeError as exc:
-        raise GlueError(f"params.yaml train.model.params: not valid for {model.type}: {exc}") from None
+        estimator = estimators[(task, spec.type)](**kwargs)
+    except (KeyError, TypeError) as exc:
+        raise GlueError(f"params.yaml estimator: {spec.type} with params {spec.params} is not valid for "
+                        f"task {task}: {exc}") from None
     return Pipeline([("preprocess", preprocess), ("model", estimator)])
+
+
+def evaluation_metrics(task: str, y: np.ndarray, predictions: np.ndarray, threshold: float | None
+                       ) -> dict[str, float]:
+    """The task's metrics of predictions against labels (what train.json and the run record)."""
+    if task == BINARY:
+        return classification_metrics(y, predictions, threshold if threshold is not None else 0.5)
+    return regression_metrics(y, predictions)
+
+
+def regression_metrics(y: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    """Error and fit of predicted values against the true ones."""
+    import numpy as np
+    from sklearn import metrics as m
+
+    return {
+        "rmse": float(np.sqrt(m.mean_squared_error(y, predictions))),
+        "mae": float(m.mean_absolute_error(y, predictions)),
+        "r2": float(m.r2_score(y, predictions)),
+        "mean_label": float(np.mean(y)),
+        "mean_prediction": float(np.mean(predictions)),
+    }
 
 
 def classification_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
@@ -307,9 +367,10 @@ def classification_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) 
     }
 
 
-def feature_importance(model: Any, X: pd.DataFrame, y: np.ndarray, random_state: int
+def feature_importance(estimator: Any, task: str, X: pd.DataFrame, y: np.ndarray, random_state: int
                        ) -> dict[str, dict[str, float]]:
-    """Permutation importance per input column (drop in average precision), most important first.
+    """Permutation importance per input column (drop in average precision, or rise in RMSE),
+    most important first.
 
     Permutation rather than model-native importance: it works for every model type and speaks in
     the input columns a person knows, not in one-hot encoded pieces.
@@ -320,7 +381,8 @@ def feature_importance(model: Any, X: pd.DataFrame, y: np.ndarray, random_state:
     if len(X) > _IMPORTANCE_ROWS:
         rows = np.random.default_rng(random_state).choice(len(X), _IMPORTANCE_ROWS, replace=False)
         X, y = X.iloc[rows], y[rows]
-    result = permutation_importance(model, X, y, scoring="average_precision",
+    scoring = "average_precision" if task == BINARY else "neg_root_mean_squared_error"
+    result = permutation_importance(estimator, X, y, scoring=scoring,
                                     n_repeats=_IMPORTANCE_REPEATS, random_state=random_state)
     order = np.argsort(-result.importances_mean)
     return {
@@ -330,17 +392,27 @@ def feature_importance(model: Any, X: pd.DataFrame, y: np.ndarray, random_state:
     }
 
 
+def _flat_params(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat_params(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _check_labels(y: pd.Series, part: str, windows: Windows) -> None:
     if y.nunique() < 2:
         raise GlueError(
             f"the {part} part of the training frame (validation window "
             f"{windows.validation_start:%Y-%m-%d} .. {windows.validation_end:%Y-%m-%d}) has only "
             f"label value(s) {sorted(y.unique().tolist())}; both 0 and 1 are needed "
-            "(more labelled days, or a different train.validation_days in params.yaml)"
+            "(more labelled days, or a different validation_days of the model in params.yaml)"
         )
 
 
-def _importance_figure(importance: dict[str, dict[str, float]]) -> Any:
+def _importance_figure(importance: dict[str, dict[str, float]], task: str) -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -350,34 +422,66 @@ def _importance_figure(importance: dict[str, dict[str, float]]) -> Any:
     fig = Figure(figsize=(7, 0.35 * len(names) + 1.2))
     ax = fig.subplots()
     ax.barh(names, [importance[n]["mean"] for n in names], xerr=[importance[n]["std"] for n in names])
-    ax.set_xlabel("drop in average precision when the column is shuffled")
+    what = "drop in average precision" if task == BINARY else "rise in RMSE"
+    ax.set_xlabel(f"{what} when the column is shuffled")
     ax.set_title("Permutation feature importance (validation window)")
     fig.tight_layout()
     return fig
 
 
-def _write_dvc_outputs(project_dir: Path, metrics: dict[str, float], y: np.ndarray,
-                       scores: np.ndarray) -> None:
-    """metrics/train.json and the ROC / PR curve tables that `dvc metrics` and `dvc plots` read."""
+def _residuals_figure(y: np.ndarray, predictions: np.ndarray) -> Any:
+    """Predicted against actual, and residuals against predicted: what a regression gets wrong."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.5))
+    left, right = fig.subplots(1, 2)
+    left.scatter(y, predictions, s=4, alpha=0.3)
+    low, high = float(min(y.min(), predictions.min())), float(max(y.max(), predictions.max()))
+    left.plot([low, high], [low, high], color="black", linewidth=1)
+    left.set_xlabel("actual")
+    left.set_ylabel("predicted")
+    left.set_title("Predicted vs actual (validation window)")
+    right.scatter(predictions, y - predictions, s=4, alpha=0.3)
+    right.axhline(0.0, color="black", linewidth=1)
+    right.set_xlabel("predicted")
+    right.set_ylabel("actual - predicted")
+    right.set_title("Residuals")
+    fig.tight_layout()
+    return fig
+
+
+def _write_dvc_outputs(project_dir: Path, model: ModelSpec, metrics: dict[str, float], y: np.ndarray,
+                       predictions: np.ndarray) -> None:
+    """metrics/<model>/train.json and the curve tables that `dvc metrics` and `dvc plots` read:
+    ROC and precision-recall for a classifier, predicted-vs-actual and residuals for a regression."""
     import numpy as np
     import pandas as pd
-    from sklearn.metrics import precision_recall_curve, roc_curve
 
-    fpr, tpr, _ = roc_curve(y, scores)
-    precision, recall, _ = precision_recall_curve(y, scores)
-    curves = {
-        ROC_CURVE_FILE: pd.DataFrame({"fpr": fpr, "tpr": tpr}),
-        PR_CURVE_FILE: pd.DataFrame({"recall": recall, "precision": precision}),
-    }
-    for rel, table in curves.items():
+    if model.task == BINARY:
+        from sklearn.metrics import precision_recall_curve, roc_curve
+
+        fpr, tpr, _ = roc_curve(y, predictions)
+        precision, recall, _ = precision_recall_curve(y, predictions)
+        curves = {"roc_curve.csv": pd.DataFrame({"fpr": fpr, "tpr": tpr}),
+                  "pr_curve.csv": pd.DataFrame({"recall": recall, "precision": precision})}
+    else:
+        order = np.argsort(predictions, kind="stable")
+        curves = {"predicted_vs_actual.csv": pd.DataFrame({"actual": y[order], "predicted": predictions[order]}),
+                  "residuals.csv": pd.DataFrame({"predicted": predictions[order],
+                                                 "residual": (y - predictions)[order]})}
+    folder = project_dir / plots_dir(model.name)
+    for name, table in curves.items():
         if len(table) > _PLOT_POINTS:
             table = table.iloc[np.unique(np.linspace(0, len(table) - 1, _PLOT_POINTS).astype(int))]
-        atomic.write_text(project_dir / rel, table.round(6).to_csv(index=False))
-    atomic.write_json(project_dir / METRICS_FILE, metrics, indent=2, sort_keys=True)
+        atomic.write_text(folder / name, table.round(6).to_csv(index=False))
+    atomic.write_json(project_dir / metrics_file(model.name), metrics, indent=2, sort_keys=True)
 
 
 def _write_model_record(settings: Settings, name: str, version: str, run_id: str, model_uri: str) -> None:
-    """data/model/challenger.json: the stage's DVC output standing for the registered model.
+    """data/model/<model>.json: the stage's DVC output standing for the registered model.
 
     The model itself lives in MLflow, outside git and DVC. Without an output of its own, a fresh
     clone holding dvc.lock and metrics/ would find the train stage up to date and skip it,
@@ -386,4 +490,4 @@ def _write_model_record(settings: Settings, name: str, version: str, run_id: str
     """
     record = {"registered_model": name, "version": version, "run_id": run_id, "model_uri": model_uri,
               "tracking_uri": settings.mlflow_tracking_uri}
-    atomic.write_json(settings.data_dir / MODEL_RECORD, record, indent=2, sort_keys=True)
+    atomic.write_json(settings.data_dir / model_record(name), record, indent=2, sort_keys=True)

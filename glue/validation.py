@@ -92,10 +92,11 @@ def validate_batches(settings: Settings, now: datetime | None = None) -> GateRes
     Under `dvc repro` the outputs start empty and every batch is checked.
     """
     rules = settings.params.validation
-    source = settings.raw_transactions_dir
+    source = settings.raw_events_dir
     if not source.is_dir():
-        raise ValidationFailed(f"{source}: no raw transaction batches (run `glue demo-data` or `dvc pull`)")
-    out_tx = settings.validated_dir / "transactions"
+        raise ValidationFailed(f"{source}: no raw batches (params.yaml data.events; run `glue demo-data` "
+                               "or `dvc pull`)")
+    out_tx = settings.validated_events_dir
     out_results = settings.validated_dir / "results"
     for folder in (out_tx, out_results):
         folder.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,7 @@ class DriftPolicy(BaseModel):
 
 
 class QualityPolicy(BaseModel):
-    """Model quality on transactions whose delayed labels have arrived, vs its validation."""
+    """Model quality on the rows whose delayed labels have arrived, vs its validation."""
 
     model_config = ConfigDict(extra="forbid")
 

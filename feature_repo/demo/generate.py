@@ -1,4 +1,8 @@
-"""The deterministic card-transaction fraud data set behind `glue demo-data`.
+"""The demo project's data generator: the deterministic card-transaction fraud data set.
+
+Project code, not glue: params.yaml `data.generator` points `glue demo-data` (the `demo_data` stage
+of dvc.yaml, and `glue simulate`) here, and glue calls ``generate(demo, raw_dir)`` with the
+``demo:`` section of params.yaml. A project with real data has no generator: it `dvc add`s data/raw.
 
 Why a generator and not a download: the demo must run offline, be identical for everyone (same
 seed, byte-identical files, so DVC hashes match), and be able to inject a shift on a chosen day so
@@ -10,7 +14,10 @@ a category and a few are "compromised". Fraud comes in bursts on one card, far a
 customer's usual amount, often at night, online / card not present, or at compromised merchants.
 
 Output (the data contract): ``<out>/transactions/YYYY-MM-DD.parquet`` and
-``<out>/labels/YYYY-MM-DD.parquet``, one file each per transaction day.
+``<out>/labels/YYYY-MM-DD.parquet`` (the fraud labels: the LabelView transaction_labels reads them),
+one file each per transaction day; and ``<out>/spend_labels/YYYY-MM-DD.parquet``, the second model's
+label: for each card holder who paid on the day before D, what they spent (legitimately) in the 7
+days from D, known at D + 7 days; written for every D whose 7 days lie inside the data.
 """
 
 from __future__ import annotations
@@ -20,16 +27,32 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from glue.errors import GlueError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from glue.settings import DemoParams
+
+class DemoParams(BaseModel):
+    """The `demo:` section of params.yaml: the shape of the generated data set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 42
+    start_date: str = "2026-01-01"
+    days: int = 60
+    transactions_per_day: int = 1700
+    customers: int = 5000
+    merchants: int = 400
+    fraud_rate: float = 0.015
+    label_delay_days: int = 7
+    shift_day: int | None = None
+    shift_kind: Literal["none", "new_fraud_pattern", "spending_change"] = "none"
 
 CHANNELS = ("online", "in_store", "atm")
 CATEGORIES = (
@@ -106,13 +129,24 @@ class DemoDataResult:
         )
 
 
-def generate(params: DemoParams, out_dir: Path) -> DemoDataResult:
+SPEND_DAYS = 7  # the spend label's horizon
+
+
+def generate(params: DemoParams | dict[str, Any], out_dir: Path) -> DemoDataResult:
     """Write the demo transactions and delayed labels under out_dir; same params, same bytes."""
+    if not isinstance(params, DemoParams):
+        try:
+            params = DemoParams.model_validate(params or {})
+        except ValidationError as exc:
+            fields = "; ".join(f"field 'demo.{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())
+            raise GlueError(f"params.yaml {fields}") from None
     start, shift_day = _check(params)
     out_dir = Path(out_dir)
-    tx_dir, label_dir = out_dir / "transactions", out_dir / "labels"
-    tx_dir.mkdir(parents=True, exist_ok=True)
-    label_dir.mkdir(parents=True, exist_ok=True)
+    tx_dir, label_dir, spend_dir = out_dir / "transactions", out_dir / "labels", out_dir / "spend_labels"
+    for folder in (tx_dir, label_dir, spend_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    spend = np.zeros((params.customers, params.days))  # legitimate spending per card holder and day
+    paid = np.zeros((params.customers, params.days), dtype=bool)
 
     rng = np.random.default_rng(params.seed)
     world = _World.build(rng, params)
@@ -135,9 +169,13 @@ def generate(params: DemoParams, out_dir: Path) -> DemoDataResult:
         written.add(name)
         next_id += len(batch.ms)
         total_fraud += int(batch.fraud.sum())
+        np.add.at(spend[:, day], batch.customer[~batch.fraud], batch.amount[~batch.fraud])
+        paid[batch.customer[~batch.fraud], day] = True
 
+    spend_written = _write_spend_labels(spend, paid, start, spend_dir)
     for folder in (tx_dir, label_dir):
         _remove_stale(folder, written)
+    _remove_stale(spend_dir, spend_written)
 
     return DemoDataResult(
         days=params.days,
@@ -381,6 +419,31 @@ def _tables(
         }
     )
     return tx, labels
+
+
+def _write_spend_labels(spend: np.ndarray, paid: np.ndarray, start: dt.date, out: Path) -> set[str]:
+    """The customer-spend model's labels: for each day D and each card holder who paid on D-1, the
+    legitimate spending of days D .. D+6, known at D + 7 days (00:00 UTC)."""
+    import pyarrow as pa
+
+    written: set[str] = set()
+    ts = pa.timestamp("ns", tz="UTC")
+    cumulative = np.concatenate([np.zeros((spend.shape[0], 1)), np.cumsum(spend, axis=1)], axis=1)
+    for day in range(1, spend.shape[1] - SPEND_DAYS + 1):
+        who = np.nonzero(paid[:, day - 1])[0]
+        date = start + dt.timedelta(days=day)
+        day_ns = np.datetime64(date.isoformat(), "ns").astype(np.int64)
+        table = pa.table({
+            "customer_id": pa.array(who.astype(np.int64), pa.int64()),
+            "event_timestamp": pa.array(np.full(len(who), day_ns), ts),
+            "label_timestamp": pa.array(np.full(len(who), day_ns + SPEND_DAYS * _DAY_MS * _MS_NS), ts),
+            "spend_next_7d": pa.array(np.round(cumulative[who, day + SPEND_DAYS] - cumulative[who, day], 2),
+                                      pa.float64()),
+        })
+        name = f"{date.isoformat()}.parquet"
+        _write(table, out / name)
+        written.add(name)
+    return written
 
 
 def _write(table: pa.Table, path: Path) -> None:
