@@ -91,8 +91,8 @@ TRANSFORM = '''\
 import pandas as pd
 
 
-def build_tables(raw: pd.DataFrame, *args, **kwargs) -> dict:
-    df = raw.copy()
+def build_tables(inputs) -> dict:
+    df = inputs.events.copy()  # glue.features.TransformInputs: the validated events, raw_dir, project_dir
     df["day"] = pd.to_datetime(df["event_timestamp"], utc=True).dt.floor("D") + pd.Timedelta(days=1)
     out = df.groupby(["device_id", "day"]).agg(temperature_mean_1d=("temperature", "mean"),
                                                error_count_1d=("errors", "sum")).reset_index()
@@ -252,6 +252,8 @@ def _device_data(project: Path, days: int = 30, devices: int = 80) -> None:
         })
         events.to_parquet(project / "data" / "raw" / "events" / f"{when.date()}.parquet", index=False)
         failed = (rng.uniform(0, 1, devices) < 0.1 + 0.6 * wear).astype("int64")
+        if day == 0:  # no snapshot before the first day: its events have no features to train on
+            continue
         labels = pd.DataFrame({
             "device_id": np.arange(devices, dtype="int64"),
             "event_timestamp": when + pd.Timedelta(hours=12),
