@@ -24,18 +24,23 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-Scorer = Callable[[np.ndarray], np.ndarray]  # rows x columns float64 -> P(positive class)
+Scorer = Callable[[np.ndarray], np.ndarray]  # rows x columns float64 -> P(positive class) or the value
+
+BINARY = "binary_classification"  # the tasks of glue.settings.Task (not imported: it loads pydantic)
+REGRESSION = "regression"
 
 # Above this many rows scikit-learn's own tree walk (one pass per tree over all rows) is as fast
 # as the vectorised walk over all (row, tree) pairs; measured on 200 trees x 24 features.
 _COMPILED_TREES_MAX_ROWS = 64
 
 
-def scorer(model: Any, columns: tuple[str, ...]) -> tuple[Scorer, str]:
+def scorer(model: Any, columns: tuple[str, ...], task: str = BINARY) -> tuple[Scorer, str]:
     """A function scoring a float matrix (columns in `columns` order) with `model`, and its path.
 
-    The path is ``compiled`` (numpy transforms and trees), ``numpy`` (sklearn's fitted steps on
-    numpy column slices) or ``DataFrame`` (the model's own predict_proba). Either way scoring runs
+    What it returns is the task's answer (glue.training.predict): P(positive) for binary
+    classification, the predicted value for regression. The path is ``compiled`` (numpy
+    transforms and trees), ``numpy`` (sklearn's fitted steps on numpy column slices) or
+    ``DataFrame`` (the model's own predict_proba / predict). Either way scoring runs
     on one OpenMP thread: a request is a few rows, and an OpenMP fan-out per tree costs more than
     it saves (1.5 ms becomes 4-70 ms on a busy 2-core host). The limit is per calling thread in
     OpenMP, hence set around each call (~15 us), not once at startup.
@@ -47,7 +52,8 @@ def scorer(model: Any, columns: tuple[str, ...]) -> tuple[Scorer, str]:
     controller = ThreadpoolController()  # after the model's import: its OpenMP runtime is loaded
 
     def generic(x: np.ndarray) -> np.ndarray:
-        return model.predict_proba(pd.DataFrame(x, columns=names))[:, 1]
+        frame = pd.DataFrame(x, columns=names)
+        return model.predict(frame) if task == REGRESSION else model.predict_proba(frame)[:, 1]
 
     def one_thread(predict: Scorer) -> Scorer:
         def limited(x: np.ndarray) -> np.ndarray:
@@ -60,12 +66,13 @@ def scorer(model: Any, columns: tuple[str, ...]) -> tuple[Scorer, str]:
     expected = generic(probe)
     for path, build in (("compiled", _compiled_pipeline), ("numpy", _numpy_pipeline)):
         try:
-            fast = build(model, columns)
+            fast = build(model, columns, task)
             if fast is None:
                 continue
-            if np.allclose(fast(probe), expected, rtol=0.0, atol=1e-12, equal_nan=True):
+            rtol = 1e-10 if task == REGRESSION else 0.0  # values in the label's units, not in [0, 1]
+            if np.allclose(fast(probe), expected, rtol=rtol, atol=1e-12, equal_nan=True):
                 return one_thread(fast), path
-            log.warning("%s scoring path differs from the model's predict_proba: not used", path)
+            log.warning("%s scoring path differs from the model's own: not used", path)
         except Exception as exc:  # an unexpected pipeline shape: the generic path is always right
             log.info("%s scoring path not usable (%s)", path, exc)
     return one_thread(generic), "DataFrame"
@@ -88,12 +95,13 @@ def probe_matrix(n_columns: int) -> np.ndarray:
 _Parts = tuple[list[tuple[np.ndarray, Any]], list[Any], Any]
 
 
-def _column_parts(model: Any, columns: tuple[str, ...]) -> _Parts | None:
-    """(column indices, transformer) per ColumnTransformer part, the later steps, the classifier."""
+def _column_parts(model: Any, columns: tuple[str, ...], task: str) -> _Parts | None:
+    """(column indices, transformer) per ColumnTransformer part, the later steps, the estimator."""
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
 
-    if not isinstance(model, Pipeline) or not hasattr(model.steps[-1][1], "predict_proba"):
+    method = "predict" if task == REGRESSION else "predict_proba"
+    if not isinstance(model, Pipeline) or not hasattr(model.steps[-1][1], method):
         return None
     steps = [step for _, step in model.steps[:-1]]
     if not steps or not isinstance(steps[0], ColumnTransformer) or getattr(steps[0], "sparse_output_", False):
@@ -112,8 +120,8 @@ def _column_parts(model: Any, columns: tuple[str, ...]) -> _Parts | None:
     return parts, steps[1:], model.steps[-1][1]
 
 
-def _numpy_pipeline(model: Any, columns: tuple[str, ...]) -> Scorer | None:
-    found = _column_parts(model, columns)
+def _numpy_pipeline(model: Any, columns: tuple[str, ...], task: str) -> Scorer | None:
+    found = _column_parts(model, columns, task)
     if found is None:
         return None
     parts, rest, estimator = found
@@ -126,7 +134,7 @@ def _numpy_pipeline(model: Any, columns: tuple[str, ...]) -> Scorer | None:
         z = outs[0] if len(outs) == 1 else np.hstack(outs)
         for step in rest:
             z = step.transform(z)
-        return estimator.predict_proba(z)[:, 1]
+        return estimator.predict(z) if task == REGRESSION else estimator.predict_proba(z)[:, 1]
 
     return predict
 
@@ -149,9 +157,9 @@ def _unnamed(estimator: Any) -> Any:
 # --- the same numbers, compiled to numpy ------------------------------------------------------------
 
 
-def _compiled_pipeline(model: Any, columns: tuple[str, ...]) -> Scorer | None:
+def _compiled_pipeline(model: Any, columns: tuple[str, ...], task: str) -> Scorer | None:
     """Imputer/scaler arithmetic plus a vectorised tree walk, for glue.training's HGB pipeline."""
-    found = _column_parts(model, columns)
+    found = _column_parts(model, columns, task)
     if found is None or found[1]:
         return None
     parts, _, estimator = found
@@ -164,7 +172,7 @@ def _compiled_pipeline(model: Any, columns: tuple[str, ...]) -> Scorer | None:
     trees = _CompiledTrees.of(estimator)
     if trees is None:
         return None
-    fallback = _numpy_pipeline(model, columns)
+    fallback = _numpy_pipeline(model, columns, task)
 
     def predict(x: np.ndarray) -> np.ndarray:
         if x.shape[0] > _COMPILED_TREES_MAX_ROWS and fallback is not None:
@@ -175,7 +183,7 @@ def _compiled_pipeline(model: Any, columns: tuple[str, ...]) -> Scorer | None:
             for step in steps:
                 z = step(z)
             outs.append(z)
-        return trees.predict_proba(outs[0] if len(outs) == 1 else np.hstack(outs))
+        return trees.predict(outs[0] if len(outs) == 1 else np.hstack(outs))
 
     return predict
 
@@ -210,7 +218,8 @@ def _is_nan(value: Any) -> bool:
 
 
 class _CompiledTrees:
-    """All trees of a binary HistGradientBoostingClassifier as flat arrays, walked level by level.
+    """All trees of a binary HistGradientBoostingClassifier (or a squared-error
+    HistGradientBoostingRegressor) as flat arrays, walked level by level.
 
     Every (row, tree) pair holds a node index; each step moves all of them one level down (leaves
     point to themselves), so a request costs ~max_depth numpy operations instead of one call per
@@ -218,7 +227,7 @@ class _CompiledTrees:
     otherwise left when value <= threshold.
     """
 
-    def __init__(self, nodes: list[np.ndarray], baseline: float) -> None:
+    def __init__(self, nodes: list[np.ndarray], baseline: float, logistic: bool = True) -> None:
         sizes = [len(n) for n in nodes]
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
         allnodes = np.concatenate(nodes)
@@ -234,22 +243,26 @@ class _CompiledTrees:
         self.roots = offsets
         self.depth = int(allnodes["depth"].max())
         self.baseline = baseline
+        self.logistic = logistic  # classifier: P(class 1); regressor: the raw sum
 
     @classmethod
     def of(cls, estimator: Any) -> _CompiledTrees | None:
-        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-        if not isinstance(estimator, HistGradientBoostingClassifier) or len(estimator.classes_) != 2:
+        regressor = isinstance(estimator, HistGradientBoostingRegressor) and estimator.loss == "squared_error"
+        binary = isinstance(estimator, HistGradientBoostingClassifier) and len(estimator.classes_) == 2
+        if not (regressor or binary):
             return None
         if getattr(estimator, "_preprocessor", None) is not None:
             return None  # categorical features encoded inside the estimator
         predictors = [tree for iteration in estimator._predictors for tree in iteration]
         if any(tree.nodes["is_categorical"].any() for tree in predictors):
             return None
-        return cls([tree.nodes for tree in predictors], float(np.ravel(estimator._baseline_prediction)[0]))
+        return cls([tree.nodes for tree in predictors], float(np.ravel(estimator._baseline_prediction)[0]),
+                   logistic=binary)
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """P(class 1): the logistic of baseline + the sum of the leaves reached."""
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """baseline + the sum of the leaves reached; for a classifier its logistic, P(class 1)."""
         rows = np.arange(x.shape[0])[:, None]
         node = np.broadcast_to(self.roots, (x.shape[0], len(self.roots)))
         for _ in range(self.depth):
@@ -257,4 +270,4 @@ class _CompiledTrees:
             left = np.where(np.isnan(v), self.missing_left[node], v <= self.threshold[node])
             node = np.where(left, self.left[node], self.right[node])
         raw = self.baseline + self.value[node].sum(axis=1)
-        return 1.0 / (1.0 + np.exp(-raw))
+        return 1.0 / (1.0 + np.exp(-raw)) if self.logistic else raw

@@ -88,3 +88,17 @@ def test_an_unknown_step_falls_back_to_the_models_own_predict_proba() -> None:
     predict, path = scoring.scorer(model, COLUMNS)
     assert path in ("numpy", "DataFrame")  # never "compiled": FunctionTransformer is not compiled
     np.testing.assert_allclose(predict(x.values[:20]), _expected(model, x.values[:20]), atol=1e-12)
+
+
+def test_a_gradient_boosting_regressor_uses_the_compiled_trees_and_matches_sklearn() -> None:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    x, _ = _data(3000)
+    y = np.nan_to_num(x.values[:, 0]) * 40.0 + np.nan_to_num(x.values[:, 1]) * 3.0 + 100.0
+    model = _pipeline(HistGradientBoostingRegressor(max_iter=60, random_state=0)).fit(x, y)
+    predict, path = scoring.scorer(model, COLUMNS, "regression")
+    assert path == "compiled"
+    rows, _ = _data(200, seed=2)
+    for part in (rows.values[:1], rows.values):  # compiled and fallback sizes
+        expected = model.predict(pd.DataFrame(part, columns=list(COLUMNS)))
+        np.testing.assert_allclose(predict(part), expected, rtol=1e-10, atol=1e-9)
