@@ -117,7 +117,7 @@ def validate_cmd(path: Path) -> None:
 
 @cli.command("validate-batches")
 def validate_batches_cmd() -> None:
-    """The validation gate stage: accept or quarantine every raw transaction batch."""
+    """The validation gate stage: accept or quarantine every raw batch (params.yaml data.events)."""
     from glue import validation
     from glue.settings import get_settings
 
@@ -205,6 +205,8 @@ def profile_cmd(path: Path | None) -> None:
     settings = get_settings()
     if path is not None:
         pipeline.write_profile_record(settings, path)
+        click.echo(f"profile {settings.profile}: its stores recorded in {path}")
+        return
     click.echo(json.dumps(pipeline.profile_record(settings), indent=2, sort_keys=True))
 
 
@@ -235,7 +237,7 @@ def _parse_day(value: str) -> date:
 
 @cli.group("airflow")
 def airflow_group() -> None:
-    """The loop in Airflow: DAGs glue_features, glue_monitoring, glue_training (dags/)."""
+    """The loop in Airflow: DAG glue_features, and per model glue_training__<model>, glue_monitoring__<model>."""
 
 
 @airflow_group.command("init")

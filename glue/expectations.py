@@ -20,7 +20,7 @@ import pandas as pd
 
 from glue.settings import ColumnRule, ValidationParams
 
-SUITE_NAME = "raw_transactions"
+SUITE_NAME = "raw_batches"
 
 # Pandas dtype names GE's type check accepts for each logical dtype of params.yaml. Object columns
 # are checked value by value, so "str" and "bool" also cover CSV-read and nullable columns.

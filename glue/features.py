@@ -326,7 +326,7 @@ def _unique_key_parts(entity_df: pd.DataFrame, join_keys: list[str]) -> list[pd.
     """Split the entity rows so no part repeats a (join key, timestamp) pair of any one key.
 
     Feast's file offline store keeps one row per (a view's join key, event timestamp): two events
-    of one entity at the same instant (one card at two merchants) would lose one. Such collisions
+    of one entity at the same instant (at two other entities) would lose one. Such collisions
     are rare, so nearly every row lands in the first part.
     """
     import pandas as pd

@@ -250,7 +250,7 @@ class Settings(BaseModel):
 
     # data, all under data_dir unless overridden
     data_dir: Path
-    raw_dir: Path  # DVC-tracked raw batches: transactions/ and labels/, one file per day
+    raw_dir: Path  # DVC-tracked raw data: <data.events>/ batches (one file per day) and labels
     validated_dir: Path  # accepted batches with their validation results
     quarantine_dir: Path  # rejected batches, each with its result JSON and data docs
     state_dir: Path  # the embedded stores and logs of the local profile (.glue/)

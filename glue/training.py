@@ -349,7 +349,7 @@ def regression_metrics(y: np.ndarray, predictions: np.ndarray) -> dict[str, floa
 
 
 def classification_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
-    """Ranking, thresholded and probabilistic quality of fraud scores against 0/1 labels."""
+    """Ranking, thresholded and probabilistic quality of scores against 0/1 labels."""
     import numpy as np
     from sklearn import metrics as m
 

@@ -86,27 +86,36 @@ def clone_project(root: Path, demo: dict) -> Path:
 
 def build_small_champion_project(root: Path) -> Settings:
     """A tiny built project in `root` (selected through GLUE_PROJECT_DIR by the caller): 15 demo
-    days x 200 transactions validated, features materialized online, a small model trained and
-    promoted (champion version 1). ~40 s; for tests about what sits on top of a champion.
+    days x 200 transactions validated, features materialized online, every model of the demo
+    trained small and promoted (champion version 1 of each). ~60 s; for tests about what sits on
+    top of a champion.
     """
-    from glue import demo_data, features, promotion, training, validation
-    from glue.settings import DemoParams, get_settings
+    from feature_repo.demo import generate as demo_data
+    from glue import features, promotion, training, validation
+    from glue.settings import get_settings
 
     params_file = root / "params.yaml"
     params = yaml.safe_load(params_file.read_text())
-    params["train"]["validation_days"] = 5  # the tests are not about model quality
-    params["train"]["model"]["params"]["max_iter"] = 60
-    params_file.write_text(yaml.safe_dump(params))
+    for spec in params["models"].values():  # the tests are not about model quality
+        spec["validation_days"] = 4
+        spec["estimator"]["params"]["max_iter"] = 60
+        spec["gate"]["floors"] = {}
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     get_settings.cache_clear()
     settings = get_settings()
-    demo_data.generate(DemoParams(days=15, transactions_per_day=200, customers=300, merchants=40,
-                                  fraud_rate=0.05, label_delay_days=2, seed=11), settings.raw_dir)
+    demo_data.generate(SMALL_DEMO, settings.raw_dir)
     validation.validate_batches(settings)
     features.build_features(settings)
-    with one_openmp_thread():
-        training.train(settings)
-    assert promotion.evaluate_and_promote(settings).promoted
+    for model in settings.models:
+        with one_openmp_thread():
+            training.train(settings, model)
+        assert promotion.evaluate_and_promote(settings, model).promoted
     return settings
+
+
+# The demo generator's `demo:` section for the small projects tests build.
+SMALL_DEMO = {"days": 15, "transactions_per_day": 200, "customers": 300, "merchants": 40, "fraud_rate": 0.05,
+              "label_delay_days": 2, "seed": 11}
 
 
 def one_openmp_thread() -> Any:
