@@ -1,6 +1,6 @@
 """Lineage facts: which code, data, validation result and features a model was built from.
 
-One record per model version is the point of the glue (DESIGN.md): the training run and the
+One record per model version is the point of the glue (README: Architecture): the training run and the
 registered model version both carry these facts as tags, and the MLflow run-context plugin
 (mlflow_plugins/lineage.py) adds the cheap ones to every run. This module only *gathers* the facts
 (git, DVC, the validation gate's files); it imports no MLflow, so it is quick and easy to test, and

@@ -38,7 +38,7 @@ MONITORING_DAG_PREFIX = "glue_monitoring__"
 # conf of a training run whose features are already fresh (glue_features ran just before)
 REFRESH_CONF = "refresh"
 
-# prod defaults name the development services (DESIGN.md); override through the environment.
+# prod defaults name the development services (README: Profiles); override through the environment.
 PROD_DB_ENV = "GLUE_AIRFLOW_DB_URI"
 PROD_BROKER_ENV = "GLUE_AIRFLOW_BROKER_URL"
 PROD_RESULT_BACKEND_ENV = "GLUE_AIRFLOW_RESULT_BACKEND"

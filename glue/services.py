@@ -1,6 +1,6 @@
 """`glue services`: the prod profile's service set as local processes, for machines without Docker.
 
-Why: the `prod` profile runs against services (DESIGN.md): an MLflow tracking server on
+Why: the `prod` profile runs against services (README: Profiles): an MLflow tracking server on
 PostgreSQL with proxied artifacts and basic auth, Feast's SQL registry and PostgreSQL offline store
 with a Redis online store, Airflow on PostgreSQL with the CeleryExecutor. PostgreSQL and Redis are
 expected to run already (a system service, or the containers of infra/docker-compose.yml); this
