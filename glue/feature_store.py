@@ -817,7 +817,7 @@ def _service(store: FeatureStore, name: str) -> Any:
         return store.get_feature_service(name)
     except FeatureServiceNotFoundException:
         raise GlueError(
-            f"feature service '{name}' (params.yaml features.feature_service) is not registered in "
+            f"feature service '{name}' (params.yaml models.<name>.feature_service) is not registered in "
             f"project '{store.config.project}'; run `glue features` (feast apply) first"
         ) from None
 

@@ -133,13 +133,13 @@ def build_features(settings: Settings) -> FeaturesResult:
     )
 
 
-def check_models(settings: Settings, store: FeatureStore) -> None:
-    """Every model spec against the registered repo: its feature service, its label view and field,
-    and a label fit for its task. An error names the key in params.yaml."""
+def check_models(settings: Settings, store: FeatureStore, models: list[ModelSpec] | None = None) -> None:
+    """Model specs (default: all) against the registered repo: the feature service, the label view
+    and field, and a label fit for the task. An error names the key in params.yaml."""
     from glue import feature_store
 
     services = set(feature_store.feature_service_names(store))
-    for model in settings.models:
+    for model in models if models is not None else settings.models:
         key = f"params.yaml models.{model.name}"
         if model.feature_service not in services:
             raise SettingsError(f"{key}.feature_service: no feature service '{model.feature_service}' in "
@@ -163,6 +163,7 @@ def training_frame(settings: Settings, model: ModelSpec, *, until: dt.datetime |
     from glue import feature_store
 
     store = store or feature_store.open_store(settings)
+    check_models(settings, store, [model])
     inputs = feature_store.service_inputs(store, model.feature_service)
     labels = read_label_rows(settings, model, store, until=until)
     if labels.empty:
