@@ -63,9 +63,9 @@ def test_data_lineage_tags_name_the_exact_data(repo: Path) -> None:
         "    - path: data/raw\n      md5: 0123abcd.dir\n      size: 10\n      nfiles: 2\n"
     )
     validated = repo / "data" / "validated"
-    (validated / "transactions").mkdir(parents=True)
+    (validated / "results").mkdir(parents=True)  # one validation result per accepted batch
     for day in ("2026-01-02", "2026-01-01"):
-        (validated / "transactions" / f"{day}.parquet").write_bytes(b"x")
+        (validated / "results" / f"{day}.json").write_text("{}")
     summary = validated / "summary.json"
     summary.write_text('{"accepted": 2}')
     tags = lineage.data_lineage_tags(repo, validated)
