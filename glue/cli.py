@@ -384,15 +384,17 @@ def _key_values(items: tuple[str, ...]) -> dict[str, object]:
 @click.option("--workers", type=int, default=1, show_default=True,
               help="uvicorn worker processes (each loads the model and opens the Feast store).")
 def serve_cmd(host: str, port: int, workers: int) -> None:
-    """Online scoring: POST /predict; /health, /ready, /metrics. Follows the champion alias.
+    """Online scoring of every model: POST /models/<name>/predict; /health, /ready, /metrics.
 
-    One hop: the Feast store is read in-process, no feature server in between. The champion is
-    re-checked every serving.poll_seconds (GLUE_SERVE_POLL_SECONDS) and swapped without downtime.
+    One hop: the Feast store is read in-process, no feature server in between. Each model's request
+    schema comes from its feature service; its champion is re-checked every serving.poll_seconds
+    (GLUE_SERVE_POLL_SECONDS) and swapped without downtime.
     """
     from glue import serving
+    from glue.settings import get_settings
 
-    click.echo(f"glue serve: http://{host}:{port} (POST /predict, GET /ready, /metrics); Ctrl-C stops",
-               err=True)
+    routes = ", ".join(f"POST {r}" for r in serving.routes_of(get_settings()))
+    click.echo(f"glue serve: http://{host}:{port} ({routes}; GET /ready, /metrics); Ctrl-C stops", err=True)
     serving.serve(host=host, port=port, workers=workers)
 
 

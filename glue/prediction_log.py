@@ -7,11 +7,13 @@ must not load FastAPI). The format is one JSON object per scored request row, ap
 
     {"timestamp", "request_id", "model_name", "model_version",
      "arm": "champion" | "challenger" | "shadow",
-     "request": {every field of the request row, with "event_timestamp" when it had one},
-     "features": {column: value or null}, "score": the model's output (P(positive) or the value),
-     ...}
+     "request": {every field of the request row (the feature service's join keys and request
+                 fields, the event id if given), date-times in ISO-8601},
+     "features": {column: value or null},
+     "score": P(positive) and "decision" (binary classification) | "prediction": the value (regression)}
 
-Several models log to the same files; each line names its model. What the model was actually
+Several models log to the same files; each line names its model, and its request fields are that
+model's request schema (glue/serving/schema.py, derived from its feature service). What the model was actually
 given online is what drift should be measured on: a feature that the online store serves stale
 or wrong shows up here and nowhere else.
 """
@@ -76,7 +78,8 @@ def read_served(settings: Settings, start: dt.date, end: dt.date, model_name: st
                 when = request.pop(EVENT_TIMESTAMP, None) or record.get("timestamp")
                 values = record.get("features") or {}
                 feature_names.update(values)
-                records.append({**request, EVENT_TIMESTAMP: when, **values, prediction: record.get("score")})
+                output = record["score"] if "score" in record else record.get("prediction")
+                records.append({**request, EVENT_TIMESTAMP: when, **values, prediction: output})
     if bad:
         log.warning("%s: skipped %d unreadable line(s)", folder, bad)
     frame = pd.DataFrame.from_records(records)

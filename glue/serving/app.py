@@ -1,12 +1,15 @@
 """The web app of `glue serve`: FastAPI routes and transport only; scoring is glue/serving/service.py.
 
 Why a module of its own: as in MLflow's scoring server (``mlflow/pyfunc/scoring_server``), the app
-reads the body (refusing it past ``serving.max_body_bytes``), hands the bytes to the scoring service
-on a worker thread, and writes the answer; it knows nothing about models or features.
+reads the body (refusing it past the model's ``serving.max_body_bytes``), hands the bytes to the
+model's endpoint on a worker thread, and writes the answer; it knows nothing about models or features.
 
-Conventions follow MLflow's scoring server where they fit: JSON in and out, ``predictions`` in the
-answer, errors as ``{"error_code", "message"}`` (plus ``field`` naming the offending input), and
-``/health`` (``/ping``), ``/version`` and ``/invocations`` (same as ``/predict``).
+One process serves every model of the project, each on its own routes:
+``POST /models/<name>/predict`` (and ``/models/<name>/invocations``). A project with one model
+also answers on ``/predict`` (= ``/invocations``); with several, those answer 404 naming the routes.
+Conventions follow MLflow's scoring server where they fit: JSON in and out, ``{"instances": [...]}``
+in and ``predictions`` out, errors as ``{"error_code", "message"}`` (plus ``field`` naming the
+offending input), and ``/health`` (``/ping``), ``/ready``, ``/version`` and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -15,15 +18,16 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from glue.serving.config import ServingParams, serving_params
+from glue.serving.config import ServingParams, all_serving_params
 from glue.serving.schema import ServingError, bad_request
-from glue.serving.service import ScoringService
+from glue.serving.service import Endpoint, ScoringService
 
 if TYPE_CHECKING:
     from glue.serving.metrics import Metrics
@@ -31,14 +35,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_ROUTES = ("/predict", "/invocations", "/health", "/ping", "/ready", "/version", "/metrics")
+_SERVICE_ROUTES = ("/health", "/ping", "/ready", "/version", "/metrics")
+_SINGLE_ROUTES = ("/predict", "/invocations")  # a one-model project's routes
 
 
-def create_app(settings: Settings, params: ServingParams | None = None) -> FastAPI:
-    """The scoring app; models and the Feast store load in the background after startup."""
+def model_routes(name: str) -> tuple[str, str]:
+    """The two routes of one model: /models/<name>/predict and /models/<name>/invocations."""
+    return f"/models/{name}/predict", f"/models/{name}/invocations"
+
+
+def create_app(settings: Settings, params: ServingParams | Mapping[str, ServingParams] | None = None
+               ) -> FastAPI:
+    """The scoring app of every model; models and the Feast store load in the background after startup.
+
+    `params`: every model's policy (default: each model's ``serving:`` and GLUE_SERVE_*), or one
+    policy for all of them.
+    """
     from starlette.concurrency import run_in_threadpool
 
-    service = ScoringService(settings, params or serving_params(settings))
+    if params is None:
+        policies = all_serving_params(settings)
+    elif isinstance(params, ServingParams):
+        policies = {model.name: params for model in settings.models}
+    else:
+        policies = dict(params)
+    service = ScoringService(settings, policies)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
@@ -48,28 +69,56 @@ def create_app(settings: Settings, params: ServingParams | None = None) -> FastA
         finally:
             service.stop()
 
-    app = FastAPI(title="glue fraud scoring", version="1", lifespan=lifespan,
+    app = FastAPI(title="glue scoring", version="2", lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
-    app.add_middleware(_Observe, metrics=service.metrics)
-    limit = service.params.max_body_bytes
+    names = list(service.endpoints)
+    routes = [r for name in names for r in model_routes(name)]
+    single = _SINGLE_ROUTES if len(names) == 1 else ()
+    known = frozenset((*routes, *_SERVICE_ROUTES, *single))
+    app.add_middleware(_Observe, metrics=service.metrics, known=known)
 
-    async def predict(request: Request) -> Response:
+    def handler(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+        limit = endpoint.params.max_body_bytes
+
+        async def predict(request: Request) -> Response:
+            request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+            try:
+                body = await _read_body(request, limit)
+                answer = await run_in_threadpool(endpoint.predict, body, request_id)
+            except ServingError as err:
+                endpoint.count_error(err.code)
+                return _error(err, request_id)
+            except Exception as exc:
+                log.exception("request %s to %s failed", request_id, endpoint.name)
+                endpoint.count_error("INTERNAL_ERROR")
+                return JSONResponse({"error_code": "INTERNAL_ERROR", "request_id": request_id,
+                                     "message": f"{type(exc).__name__}: {exc}"}, status_code=500)
+            return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json",
+                            headers={"x-request-id": request_id})
+
+        return predict
+
+    listed = ", ".join(model_routes(n)[0] for n in names)
+
+    async def no_such_route(request: Request) -> Response:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        try:
-            body = await _read_body(request, limit)
-            answer = await run_in_threadpool(service.predict, body, request_id)
-        except ServingError as err:
-            service.metrics.errors.labels(code=err.code).inc()
-            return JSONResponse(err.body(request_id), status_code=err.status,
-                                headers={"x-request-id": request_id})
-        except Exception as exc:
-            log.exception("request %s failed", request_id)
-            service.metrics.errors.labels(code="INTERNAL_ERROR").inc()
-            return JSONResponse({"error_code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}",
-                                 "request_id": request_id}, status_code=500)
-        return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json",
-                        headers={"x-request-id": request_id})
+        wanted = request.path_params.get("name")
+        what = f"no model '{wanted}'" if wanted else f"this project serves {len(names)} models"
+        return _error(bad_request(f"{what}: POST to {listed}", "path", status=404), request_id)
+
+    for name, endpoint in service.endpoints.items():
+        predict = handler(endpoint)
+        for path in model_routes(name):
+            app.add_api_route(path, predict, methods=["POST"], include_in_schema=False)
+        if len(names) == 1:
+            for path in _SINGLE_ROUTES:
+                app.add_api_route(path, predict, methods=["POST"], include_in_schema=False)
+    if len(names) > 1:
+        for path in _SINGLE_ROUTES:
+            app.add_api_route(path, no_such_route, methods=["POST"], include_in_schema=False)
+    for path in ("/models/{name}/predict", "/models/{name}/invocations"):
+        app.add_api_route(path, no_such_route, methods=["POST"], include_in_schema=False)
 
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -80,14 +129,13 @@ def create_app(settings: Settings, params: ServingParams | None = None) -> FastA
 
     async def version() -> dict[str, Any]:
         _, body = service.readiness()
-        return {k: v for k, v in body.items() if k not in ("status", "reason")}
+        return {"models": {name: {k: v for k, v in info.items() if k not in ("ready", "reason")}
+                           for name, info in body["models"].items()}}
 
     async def metrics() -> Response:
         data, content_type = service.metrics.render()
         return Response(data, media_type=content_type)
 
-    for path in ("/predict", "/invocations"):
-        app.add_api_route(path, predict, methods=["POST"], include_in_schema=False)
     for path in ("/health", "/ping"):
         app.add_api_route(path, health, methods=["GET"])
     app.add_api_route("/ready", ready, methods=["GET"])
@@ -107,23 +155,35 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """Run the app under uvicorn until interrupted (what `glue serve` does)."""
     import uvicorn
 
-    serving_params(_settings())  # fail on a bad serving: section before uvicorn starts
+    all_serving_params(_settings())  # fail on a bad serving: policy before uvicorn starts
     uvicorn.run("glue.serving.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level="warning", access_log=False)
+
+
+def routes_of(settings: Settings) -> list[str]:
+    """The prediction routes `glue serve` answers for the project's models."""
+    names = [m.name for m in settings.models]
+    routes = [model_routes(n)[0] for n in names]
+    return [*routes, "/predict"] if len(names) == 1 else routes
+
+
+def _error(err: ServingError, request_id: str) -> JSONResponse:
+    return JSONResponse(err.body(request_id), status_code=err.status, headers={"x-request-id": request_id})
 
 
 class _Observe:
     """Pure ASGI middleware: request count by status and latency per route (cheaper than BaseHTTP)."""
 
-    def __init__(self, app: Any, metrics: Metrics) -> None:
+    def __init__(self, app: Any, metrics: Metrics, known: frozenset[str]) -> None:
         self.app = app
         self.metrics = metrics
+        self.known = known
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = scope["path"] if scope["path"] in _ROUTES else "other"
+        route = scope["path"] if scope["path"] in self.known else "other"
         status = 500
         start = time.perf_counter()
         observed = False

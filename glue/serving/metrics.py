@@ -1,7 +1,8 @@
-"""Prometheus metrics of `glue serve`: requests, latency, predictions by arm, reloads, freshness.
+"""Prometheus metrics of `glue serve`: requests, latency, predictions by model and arm, reloads, freshness.
 
 Why a module of its own: the app counts requests, the service counts predictions, the reloader
 counts reloads; each app has a registry of its own, so several apps can share a process (tests).
+Everything about a model carries its registered name in the label ``model``.
 """
 
 from __future__ import annotations
@@ -21,27 +22,27 @@ class Metrics:
                                 ["route", "status"], registry=r)
         self.latency = Histogram("glue_serve_request_latency_seconds", "Time to answer, by route",
                                  ["route"], buckets=LATENCY_BUCKETS, registry=r)
-        self.errors = Counter("glue_serve_errors", "Failed predictions by error code",
-                              ["code"], registry=r)
-        self.predictions = Counter("glue_serve_predictions", "Transactions scored, by arm",
-                                   ["arm"], registry=r)
-        self.flagged = Counter("glue_serve_flagged", "Transactions answered with decision flag",
-                               registry=r)
+        self.errors = Counter("glue_serve_errors", "Failed predictions by model and error code",
+                              ["model", "code"], registry=r)
+        self.predictions = Counter("glue_serve_predictions", "Rows scored, by model and arm",
+                                   ["model", "arm"], registry=r)
+        self.flagged = Counter("glue_serve_flagged", "Rows of a binary model answered with decision flag",
+                               ["model"], registry=r)
         self.model_version = Gauge("glue_serve_model_version", "Registry version of the served model",
                                    ["model", "alias"], registry=r)
         self.reloads = Counter("glue_serve_model_reloads", "Model loads after an alias moved",
-                               ["alias", "result"], registry=r)
-        self.ready = Gauge("glue_serve_ready", "1 when a model and the feature store are loaded",
-                           registry=r)
+                               ["model", "alias", "result"], registry=r)
+        self.ready = Gauge("glue_serve_ready", "1 when the model's champion and the feature store are loaded",
+                           ["model"], registry=r)
         self.feature_age = Gauge("glue_serve_feature_age_seconds",
-                                 "Age of the oldest online feature value in the last request, by view",
-                                 ["view"], registry=r)
+                                 "Age of the oldest online feature value in a model's last request",
+                                 ["model", "view"], registry=r)
         self.log_dropped = Counter("glue_serve_prediction_log_dropped",
                                    "Prediction log lines dropped because the writer fell behind",
                                    registry=r)
         self.shadow_dropped = Counter("glue_serve_shadow_dropped",
                                       "Shadow scorings skipped because the shadow worker fell behind",
-                                      registry=r)
+                                      ["model"], registry=r)
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -1,4 +1,4 @@
-"""The prediction log writer: one JSON line per scored transaction, off the request thread.
+"""The prediction log writer: one JSON line per answered row, off the request thread.
 
 Why a module of its own: the format is glue/prediction_log.py's (which monitoring reads); writing
 it from a bounded queue on a background thread is the server's business, so a slow disk drops and
@@ -28,20 +28,23 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LogBatch:
-    """Predictions of one request (or its shadow scoring), formatted by the writer thread."""
+    """Predictions of one request (or its shadow scoring) by one model version, formatted by the writer.
+
+    `threshold` is the model's decision threshold (binary classification: the line has ``score`` and
+    ``decision``); None for a regression (the line has ``prediction``).
+    """
 
     at: float  # epoch seconds
     request_id: str
     model_name: str
-    txns: list[Any]
-    hours: list[int]
+    requests: list[dict[str, Any]]  # the validated request rows (field -> value)
     rows: np.ndarray  # which request rows these are
-    arm: str | list[str]
-    version: str | list[str]
-    columns: tuple[str, ...] | list[tuple[str, ...]]
-    features: np.ndarray | list[np.ndarray]  # one row per entry, in that entry's columns
-    scores: np.ndarray
-    threshold: float
+    arm: str
+    version: str
+    columns: tuple[str, ...]
+    features: np.ndarray  # one row per entry of `rows`, in `columns` order
+    outputs: np.ndarray  # the model's answer per entry of `rows`
+    threshold: float | None
 
 
 class PredictionLog:
@@ -111,28 +114,28 @@ class PredictionLog:
 
 def _log_lines(batch: LogBatch, stamp: dt.datetime) -> Iterator[str]:
     when = stamp.isoformat(timespec="microseconds")
+    columns = batch.columns
+    threshold = batch.threshold
     for k, row in enumerate(batch.rows.tolist()):
-        t = batch.txns[row]
-        arm = batch.arm if isinstance(batch.arm, str) else batch.arm[k]
-        version = batch.version if isinstance(batch.version, str) else batch.version[k]
-        columns = batch.columns[k] if isinstance(batch.columns, list) else batch.columns
-        values = batch.features[k] if isinstance(batch.features, list) else batch.features[k]
-        score = float(batch.scores[k])
+        output = float(batch.outputs[k])
         record = {
             "timestamp": when,
             "request_id": batch.request_id,
-            "transaction_id": t.transaction_id,
-            "customer_id": t.customer_id,
-            "merchant_id": t.merchant_id,
-            "request": {"amount": t.amount, "channel": t.channel, "card_present": t.card_present,
-                        "event_hour": batch.hours[row],
-                        "event_timestamp": t.event_timestamp.isoformat() if t.event_timestamp else None},
-            "features": {c: (None if math.isnan(v) else v) for c, v in zip(columns, values.tolist(),
-                                                                          strict=True)},
-            "score": score,
-            "decision": "flag" if score >= batch.threshold else "approve",
             "model_name": batch.model_name,
-            "model_version": version,
-            "arm": arm,
+            "model_version": batch.version,
+            "arm": batch.arm,
+            "request": {f: _plain(v) for f, v in batch.requests[row].items()},
+            "features": {c: (None if math.isnan(v) else v)
+                         for c, v in zip(columns, batch.features[k].tolist(), strict=True)},
         }
+        if threshold is None:
+            record["prediction"] = output
+        else:
+            record["score"] = output
+            record["decision"] = "flag" if output >= threshold else "approve"
         yield json.dumps(record, separators=(",", ":")) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    """A request value as JSON: date-times in ISO-8601, the rest as given."""
+    return value.isoformat() if isinstance(value, dt.datetime) else value

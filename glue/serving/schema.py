@@ -1,22 +1,50 @@
-"""The request schema: a JSON body turned into validated transactions, or a 4xx naming the field.
+"""The request schema of each model: a JSON body turned into validated rows, or a 4xx naming the field.
 
 Why a module of its own: parsing and validation are apart from scoring and from the transport
-(as in MLflow's scoring server), so the rules can be read, tested and later derived from the Feast
-feature service in one place. Errors follow MLflow's scoring server: ``{"error_code", "message"}``
-plus ``field`` naming the offending input.
+(as in MLflow's scoring server). Nothing here is written for one project: a model's request is
+derived from its Feast feature service (:func:`~glue.feature_store.service_inputs`) when the server
+loads it:
+
+- the entity join keys of the service's views, with their Feast types;
+- the request-source fields of its on-demand views (a ``UnixTimestamp`` is an ISO-8601 string);
+- the rules of params.yaml ``validation.columns`` for fields of the same name (min, max, allowed
+  values, nullable), so the service accepts exactly what the pipeline would;
+- optionally the project's event id (params.yaml ``data.event_id``), passed through to the answer
+  and the prediction log.
+
+Types are strict (pydantic's strict mode): ``"123"`` or ``true`` is not an integer, ``1`` is not a
+boolean, NaN and infinity are no numbers, an unknown field is refused. The body is
+``{"instances": [row, ...]}`` (the MLflow / TF-serving convention) or one row object. Errors follow
+MLflow's scoring server: ``{"error_code", "message"}`` plus ``field`` naming the offending input,
+e.g. ``instances[3].<field>``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TYPE_CHECKING, Any, Literal
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
+
+from glue.errors import GlueError
 
 if TYPE_CHECKING:
-    from glue.serving.config import ServingParams
-    from glue.settings import Settings
+    from glue.feature_store import ServiceInputs
+    from glue.settings import ColumnRule
+
+INSTANCES = "instances"  # the body's list of rows (MLflow's scoring server and TF serving call it so)
 
 
 class ServingError(Exception):
@@ -34,124 +62,175 @@ class ServingError(Exception):
 
 
 def bad_request(message: str, field: str | None = None, status: int = 422) -> ServingError:
-    code = {400: "BAD_REQUEST", 413: "RESOURCE_LIMIT_EXCEEDED"}.get(status, "INVALID_PARAMETER_VALUE")
+    """A client error: 400 (not JSON, wrong shape), 413 (too large) or 422 (a field is wrong)."""
+    code = {400: "BAD_REQUEST", 404: "ENDPOINT_NOT_FOUND", 413: "RESOURCE_LIMIT_EXCEEDED"}.get(
+        status, "INVALID_PARAMETER_VALUE")
     return ServingError(status, code, message, field)
 
 
 def unavailable(message: str) -> ServingError:
+    """A 503: the server cannot answer now (no model loaded, the feature store down)."""
     return ServingError(503, "TEMPORARILY_UNAVAILABLE", message)
 
 
+class RequestSchema:
+    """One model's request rows: their fields and types from its feature service, validated strictly.
 
-class RequestParser:
-    """Turns a request body into validated transactions, or a 4xx naming the field at fault.
-
-    The field rules (id minimums, amount range, channel values) come from the raw-batch schema in
-    params.yaml ``validation.columns``, so the service accepts exactly what the pipeline would.
+    Built once per model when the server loads it; :meth:`parse` is the hot path (one ``json.loads``
+    and one pydantic validation of all rows).
     """
 
-    def __init__(self, settings: Settings, params: ServingParams) -> None:
-        self.max_rows = params.max_batch_rows
-        self.channels = _channels(settings)
-        self.model = _transaction_model(settings, self.channels)
+    def __init__(self, model_name: str, inputs: ServiceInputs, rules: Mapping[str, ColumnRule],
+                 event_id: str | None = None, max_rows: int = 1000) -> None:
+        self.model_name = model_name
+        self.feature_service = inputs.feature_service
+        self.join_keys = tuple(inputs.join_keys)
+        # what Feast needs of a row: the join keys, then the request fields, each with its Feast type
+        self.types: dict[str, str] = {**inputs.join_keys, **inputs.request_fields}
+        self.feast_fields = tuple(self.types)
+        self.event_id = event_id
+        self.max_rows = max_rows
+        self.rules = dict(rules)
+        fields: dict[str, Any] = {name: _field(self.feature_service, name, kind, self.rules.get(name))
+                                  for name, kind in self.types.items()}
+        if event_id and event_id not in fields:
+            rule = self.rules.get(event_id)
+            kind: Any = int if rule is not None and rule.dtype == "int" else str
+            fields[event_id] = (Annotated[kind | None, Strict()], Field(None, **(
+                {"max_length": 256} if kind is str else {})))
+        self.model: type[BaseModel] = create_model(
+            f"Request_{re.sub(r'[^0-9A-Za-z_]', '_', model_name)}",
+            __config__=ConfigDict(extra="forbid", strict=True), **fields)
         self._rows = TypeAdapter(list[self.model])  # type: ignore[name-defined]
 
-    def parse(self, body: bytes) -> list[Any]:
+    def describe(self) -> dict[str, str]:
+        """{field: Feast type}, the event id marked ``optional``: for /ready and error messages."""
+        out = dict(self.types)
+        if self.event_id and self.event_id not in out:
+            out[self.event_id] = "optional"
+        return out
+
+    def parse(self, body: bytes) -> tuple[list[dict[str, Any]], bool]:
+        """The validated rows of a body (field -> value) and whether they came as a list of
+        ``instances`` (else one object), or a ServingError naming the field at fault."""
         try:
             payload = json.loads(body)
         except ValueError as exc:
             raise bad_request(f"request body is not JSON: {exc}", status=400) from None
-        if isinstance(payload, dict) and "transactions" in payload:
-            extra = sorted(set(payload) - {"transactions"})
+        if isinstance(payload, dict) and INSTANCES in payload:
+            extra = sorted(set(payload) - {INSTANCES})
             if extra:
-                raise bad_request(f"unknown field '{extra[0]}' next to 'transactions'", extra[0])
-            rows, prefix = payload["transactions"], "transactions"
+                raise bad_request(f"unknown field '{extra[0]}' next to '{INSTANCES}'", extra[0])
+            rows, prefix = payload[INSTANCES], INSTANCES
             if not isinstance(rows, list):
-                raise bad_request("'transactions' must be a list of transactions", "transactions")
+                raise bad_request(f"'{INSTANCES}' must be a list of objects", INSTANCES)
         elif isinstance(payload, dict):
-            rows, prefix = [payload], None  # one transaction without the list
+            rows, prefix = [payload], None  # one row without the list
         else:
-            raise bad_request('body must be {"transactions": [...]} or one transaction object', status=400)
+            raise bad_request(f'body must be {{"{INSTANCES}": [...]}} or one object', status=400)
         if not rows:
-            raise bad_request("'transactions' is empty: send at least one transaction", "transactions")
+            raise bad_request(f"'{INSTANCES}' is empty: send at least one row", INSTANCES)
         if len(rows) > self.max_rows:
-            raise bad_request(f"'transactions' has {len(rows)} rows, at most {self.max_rows} per request",
-                       "transactions", status=413)
+            raise bad_request(f"'{INSTANCES}' has {len(rows)} rows, at most {self.max_rows} per request",
+                              INSTANCES, status=413)
         try:
-            txns = self._rows.validate_python(rows)
+            parsed = self._rows.validate_python(rows)
         except ValidationError as exc:
-            raise _validation_error(exc, prefix) from None
-        for i, t in enumerate(txns):
-            if t.event_timestamp is None and t.event_hour is None:
-                where = _field_name(prefix, (i, "event_timestamp"))
-                raise bad_request(f"{where}: required (or event_hour, the UTC hour 0-23)", where)
-        return txns
+            raise _validation_error(exc, prefix, self) from None
+        return [row.__dict__ for row in parsed], prefix is not None
+
+    def entity_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Feast entity rows: the join keys and the request fields of each row."""
+        names = self.feast_fields
+        return [{k: row[k] for k in names} for row in rows]
+
+    def keys(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        """The row's join-key values (what the A/B split hashes)."""
+        return tuple(row[k] for k in self.join_keys)
+
+    def field_name(self, index: int | None, name: str) -> str:
+        """`instances[3].<name>` in a list body, `<name>` for a single object."""
+        return f"{INSTANCES}[{index}].{name}" if index is not None else name
+
+    def probe_row(self) -> dict[str, Any]:
+        """A row of the right types within the rules (the reloader reads one to test a re-opened store)."""
+        out: dict[str, Any] = {}
+        for name, kind in self.types.items():
+            rule = self.rules.get(name)
+            python = _PYTHON_TYPES[kind]
+            if python is bool:
+                out[name] = True
+            elif python is str:
+                out[name] = rule.allowed[0] if rule is not None and rule.allowed else ""
+            elif python is dt.datetime:
+                out[name] = dt.datetime.now(dt.UTC)
+            else:
+                low = rule.min if rule is not None and rule.min is not None else 0
+                out[name] = python(max(low, 0) if python is int else (low or 1.0))
+        return out
 
 
-def _channels(settings: Settings) -> tuple[str, ...]:
-    rule = settings.params.validation.columns.get("channel")
-    return tuple((rule.allowed if rule else None) or ("online", "in_store", "atm"))
+# Feast type name -> what a JSON request carries for it
+_PYTHON_TYPES: dict[str, type] = {
+    "Int64": int, "Int32": int, "Float64": float, "Float32": float, "String": str, "Bool": bool,
+    "UnixTimestamp": dt.datetime,
+}
 
 
-def _transaction_model(settings: Settings, channels: tuple[str, ...]) -> type[BaseModel]:
-    """The pydantic model of one transaction, with the limits of params.yaml validation.columns."""
-    import datetime as _dt
-
-    rules = settings.params.validation.columns
-
-    def limits(name: str, default_min: float | None = None) -> dict[str, float]:
-        rule = rules.get(name)
-        low = rule.min if rule and rule.min is not None else default_min
-        high = rule.max if rule else None
-        return {k: v for k, v in (("ge", low), ("le", high)) if v is not None}
-
-    return create_model(
-        "Transaction",
-        __config__=ConfigDict(extra="forbid"),
-        transaction_id=(str | None, Field(None, max_length=256)),
-        customer_id=(int, Field(..., **limits("customer_id", 0))),
-        merchant_id=(int, Field(..., **limits("merchant_id", 0))),
-        amount=(float, Field(..., allow_inf_nan=False, **limits("amount"))),
-        channel=(Literal[channels], ...),  # type: ignore[valid-type]
-        card_present=(bool, ...),
-        event_timestamp=(_dt.datetime | None, None),
-        event_hour=(int | None, Field(None, ge=0, le=23)),
-    )
+def _iso_datetime(value: Any) -> Any:
+    """Only an ISO-8601 string is a date-time in a request (not a number: seconds or milliseconds?)."""
+    if isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected an ISO-8601 date-time string, e.g. 2026-01-16T09:30:00Z")
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"'{value}' is not an ISO-8601 date-time, e.g. 2026-01-16T09:30:00Z") from None
 
 
-def _validation_error(exc: ValidationError, prefix: str | None) -> ServingError:
+def _field(service: str, name: str, kind: str, rule: ColumnRule | None) -> tuple[Any, Any]:
+    """The pydantic (type, Field) of one request field: its Feast type and params.yaml's rule."""
+    python = _PYTHON_TYPES.get(kind)
+    if python is None:
+        raise GlueError(f"feature service '{service}': field '{name}' has Feast type {kind}, which a JSON "
+                        f"request cannot carry (supported: {', '.join(_PYTHON_TYPES)})")
+    limits: dict[str, Any] = {}
+    annotated: Any = python
+    if python is dt.datetime:
+        annotated = Annotated[dt.datetime, BeforeValidator(_iso_datetime)]
+    elif python in (int, float) and rule is not None:
+        limits = {k: v for k, v in (("ge", rule.min), ("le", rule.max)) if v is not None}
+    if python is float:
+        limits["allow_inf_nan"] = False
+    if python is str and rule is not None and rule.allowed:
+        annotated = Literal[tuple(rule.allowed)]  # type: ignore[valid-type]
+    if rule is not None and rule.nullable:
+        annotated = annotated | None
+    return annotated, Field(..., **limits)
+
+
+def _validation_error(exc: ValidationError, prefix: str | None, schema: RequestSchema) -> ServingError:
     errors = exc.errors(include_url=False)
     parts = []
     for err in errors[:5]:
         loc = _field_name(prefix, err["loc"])
         if err["type"] == "missing":
-            parts.append(f"{loc}: field required")
+            parts.append(f"{loc}: field required ({schema.model_name} takes "
+                         f"{', '.join(f'{k} {v}' for k, v in schema.describe().items())})")
         elif err["type"] == "extra_forbidden":
-            parts.append(f"{loc}: unknown field")
+            parts.append(f"{loc}: unknown field (the fields of {schema.model_name} are "
+                         f"{', '.join(schema.describe())})")
         else:
-            parts.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+            message = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{loc}: {message} (got {err.get('input')!r})")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return bad_request("; ".join(parts) + more, _field_name(prefix, errors[0]["loc"]))
 
 
 def _field_name(prefix: str | None, loc: tuple[Any, ...]) -> str:
-    """('transactions', (3, 'amount')) -> 'transactions[3].amount'; a single object -> 'amount'."""
+    """('instances', (3, 'price')) -> 'instances[3].price'; a single object -> 'price'."""
     index, rest = (loc[0], loc[1:]) if loc and isinstance(loc[0], int) else (None, loc)
     head = f"{prefix}[{index}]" if prefix else ""
     tail = ".".join(str(p) for p in rest if not isinstance(p, int))
     return ".".join(p for p in (head, tail) if p) or (prefix or "body")
-
-
-def event_hour(txn: Any) -> int:
-    """The request-time feature `event_hour`: UTC hour of event_timestamp (naive means UTC)."""
-    if txn.event_hour is not None:
-        return int(txn.event_hour)
-    ts = txn.event_timestamp
-    return (ts.astimezone(dt.UTC) if ts.tzinfo else ts).hour
-
-
-def entity_rows(txns: list[Any], hours: list[int]) -> list[dict[str, Any]]:
-    """Feast entity rows: the join keys and the request fields of each transaction."""
-    return [{"customer_id": t.customer_id, "merchant_id": t.merchant_id, "amount": t.amount,
-             "channel": t.channel, "card_present": t.card_present, "event_hour": h}
-            for t, h in zip(txns, hours, strict=True)]

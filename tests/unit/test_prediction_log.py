@@ -46,3 +46,14 @@ def test_reads_the_champion_versions_predictions_of_the_window_by_event_day(tmp_
 def test_no_log_is_an_empty_window(tmp_path: Path) -> None:
     settings = SimpleNamespace(state_dir=tmp_path)
     assert prediction_log.read_served(settings, dt.date(2026, 3, 1), dt.date(2026, 3, 2), "m", "1").empty
+
+
+def test_a_regressions_lines_carry_prediction_instead_of_score(tmp_path: Path) -> None:
+    settings = SimpleNamespace(state_dir=tmp_path)
+    folder = prediction_log.log_folder(settings)
+    folder.mkdir(parents=True)
+    line = json.dumps({"timestamp": "2026-03-01T08:00:00+00:00", "model_name": "r", "model_version": "1",
+                       "arm": "champion", "request": {"key": 4}, "features": {"a": 2.0}, "prediction": 123.5})
+    (folder / "2026-03-01.jsonl").write_text(line + "\n")
+    served = prediction_log.read_served(settings, dt.date(2026, 3, 1), dt.date(2026, 3, 2), "r", "1")
+    assert served["prediction"].tolist() == [123.5] and served["key"].tolist() == [4]
