@@ -202,8 +202,9 @@ def test_mlflow_ui_lists_the_training_runs_with_the_champions_run(
     from mlflow import MlflowClient
 
     client = MlflowClient(project.mlflow_tracking_uri, project.mlflow_registry_uri)
-    experiment = client.get_experiment_by_name(project.params.train.experiment_name)
-    assert experiment is not None, project.params.train.experiment_name
+    experiment_name = project.model(MODEL).experiment_name
+    experiment = client.get_experiment_by_name(experiment_name)
+    assert experiment is not None, experiment_name
     runs = client.search_runs([experiment.experiment_id])
     champion_run = client.get_model_version_by_alias(MODEL, "champion").run_id
     assert champion_run in {r.info.run_id for r in runs}
