@@ -209,8 +209,8 @@ def test_glue_serve_answers_from_redis_with_the_servers_champion(
             monkeypatch.setenv(key, value)
     settings = load_settings("prod", root)
     assert settings.feast_yaml.name == "feature_store.yaml" and settings.feast_yaml.parent.name == "prod"
-    tx = features.read_transactions(settings).tail(5)
-    body = {"transactions": [
+    tx = features.read_events(settings).tail(5)
+    body = {"instances": [
         {"transaction_id": str(r.transaction_id), "customer_id": int(r.customer_id),
          "merchant_id": int(r.merchant_id), "amount": float(r.amount), "channel": str(r.channel),
          "card_present": bool(r.card_present), "event_timestamp": f"{LAST_DAY}T23:00:00Z"}
@@ -219,7 +219,7 @@ def test_glue_serve_answers_from_redis_with_the_servers_champion(
         deadline = time.monotonic() + 60
         while client.get("/ready").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.3)
-        answer = client.post("/predict", json=body)
+        answer = client.post("/models/fraud-detector/predict", json=body)
     assert answer.status_code == 200, answer.text
     predictions = answer.json()["predictions"]
     assert len(predictions) == 5 and all(p["arm"] == "champion" for p in predictions)
