@@ -1,7 +1,9 @@
 """Latency and throughput of `glue serve` (one hop) against feast serve + mlflow models serve (two hops).
 
-One hop: the client POSTs transactions to `glue serve`, which reads Feast's online store
-in-process and scores with the champion it holds in memory. Two hops: the client asks the Feast
+One hop: the client POSTs transactions to `glue serve` (``POST /models/<model>/predict`` with
+``{"instances": [...]}``), which reads Feast's online store in-process and scores with the
+champion it holds in memory. The model is the demo's fraud-detector (--model), whose request carries
+the transaction's fields. Two hops: the client asks the Feast
 feature server (`feast serve`) for the features, then `mlflow models serve` (models:/<name>@champion,
 --env-manager local) for the scores. Each server runs one worker on loopback; every process,
 the load generator included, shares the same cores, so the numbers are for the whole host.
@@ -12,11 +14,11 @@ clients for --seconds. The two stacks must give the same scores; the largest dif
 
 The project: the current directory if it holds data/ and .glue/ (a built project with a
 champion), else a small one prepared in a temporary directory (20 demo days x 1000 transactions,
-features materialized to SQLite, model trained with params.yaml, promoted); --fresh forces that.
-The Redis online store variant is not measured here (see the printed note).
+features materialized to SQLite, every model trained with params.yaml and promoted); --fresh forces
+that. The online store is SQLite and Redis (--store), with the same rows.
 
-    uv run python benchmarks/serving.py [--fresh] [--requests 1000] [--concurrency 4] [--seconds 8]
-                                        [--workers 1] [--no-two-hop] [--keep]
+    uv run python benchmarks/serving.py [--fresh] [--model fraud-detector] [--requests 1000]
+                                        [--concurrency 4] [--seconds 8] [--workers 1] [--no-two-hop] [--keep]
 """
 
 from __future__ import annotations
@@ -45,13 +47,16 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 BIN = Path(sys.executable).parent
 LAST_SNAPSHOT_MORNING = "T09:30:00Z"
+MODEL = "fraud-detector"  # the demo's model with request fields (customer-spend takes a customer_id alone)
+BENCH_DEMO = {"days": 20, "transactions_per_day": 1000, "customers": 3000, "merchants": 200,
+              "fraud_rate": 0.03, "label_delay_days": 3}
 
 
 # --- the project ---------------------------------------------------------------------------------------
 
 
 def prepare_project(root: Path) -> Path:
-    """A built project in `root`: demo data, validated, features online, champion promoted."""
+    """A built project in `root`: demo data, validated, features online, every model's champion promoted."""
     root.mkdir(parents=True, exist_ok=True)
     for name in ("params.yaml", "dvc.yaml"):
         shutil.copy2(PROJECT_DIR / name, root / name)
@@ -63,20 +68,21 @@ def prepare_project(root: Path) -> Path:
     import sklearn.ensemble  # noqa: F401 - load the OpenMP runtime before limiting it
     from threadpoolctl import threadpool_limits
 
-    from glue import demo_data, features, promotion, training, validation
-    from glue.settings import DemoParams, get_settings
+    from glue import features, project_code, promotion, training, validation
+    from glue.settings import get_settings
 
     get_settings.cache_clear()
     settings = get_settings()
+    generate = project_code.load_callable(settings.params.data.generator or "", settings.project_dir,
+                                          "data.generator")
     steps: list[tuple[str, Callable[[], Any]]] = [
-        ("demo data", lambda: demo_data.generate(
-            DemoParams(days=20, transactions_per_day=1000, customers=3000, merchants=200, fraud_rate=0.03,
-                       label_delay_days=3), settings.raw_dir)),
+        ("demo data", lambda: generate({**settings.params.demo, **BENCH_DEMO}, settings.raw_dir)),
         ("validate", lambda: validation.validate_batches(settings)),
         ("features", lambda: features.build_features(settings)),
-        ("train", lambda: training.train(settings)),
-        ("promote", lambda: promotion.evaluate_and_promote(settings)),
     ]
+    for model in settings.models:
+        steps.append((f"train {model.name}", lambda m=model: training.train(settings, m)))
+        steps.append((f"promote {model.name}", lambda m=model: promotion.evaluate_and_promote(settings, m)))
     with threadpool_limits(limits=1, user_api="openmp"):  # small fits: OpenMP threads only wait
         for name, step in steps:
             start = time.perf_counter()
@@ -85,8 +91,8 @@ def prepare_project(root: Path) -> Path:
     return root
 
 
-def champion_info(root: Path) -> tuple[str, str, list[str], str]:
-    """(model name, champion version, its feature columns, tracking URI) of the project."""
+def champion_info(root: Path, name: str) -> tuple[str, list[str], str]:
+    """(champion version, its feature columns, tracking URI) of model `name` of the project."""
     os.environ["GLUE_PROJECT_DIR"] = str(root)
     from glue import contract, tracking
     from glue.settings import get_settings
@@ -94,19 +100,18 @@ def champion_info(root: Path) -> tuple[str, str, list[str], str]:
     get_settings.cache_clear()
     settings = get_settings()
     tracking.configure(settings)
-    name = settings.params.train.registered_model_name
     ref = tracking.get_alias(name, contract.CHAMPION)
     if ref is None:
         raise SystemExit(f"{root}: model {name} has no champion; run the loop first or use --fresh")
-    return name, ref.version, contract.feature_columns(ref.tags), settings.mlflow_tracking_uri
+    return ref.version, contract.feature_columns(ref.tags), settings.mlflow_tracking_uri
 
 
 def sample_transactions(root: Path, n: int) -> list[dict[str, Any]]:
-    """Transactions of the last day (their customers and merchants are online), as request bodies."""
-    from glue.features import read_transactions
+    """Transactions of the last day (their customers and merchants are online), as request rows."""
+    from glue.features import read_events
     from glue.settings import get_settings
 
-    tx = read_transactions(get_settings())
+    tx = read_events(get_settings())
     last = tx["event_timestamp"].dt.floor("D").max()
     now = (last + np.timedelta64(1, "D")).strftime("%Y-%m-%d") + LAST_SNAPSHOT_MORNING
     recent = tx[tx["event_timestamp"] >= last].sample(frac=1.0, random_state=0)
@@ -294,17 +299,18 @@ class Http:
 
 
 class OneHop:
-    """POST /predict to glue serve."""
+    """POST /models/<model>/predict to glue serve."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, model: str = MODEL) -> None:
         self.http = Http(url)
+        self.route = f"/models/{model}/predict"
 
     def score(self, body: bytes) -> list[float]:
-        return [p["score"] for p in self.http.post("/predict", body)["predictions"]]
+        return [p["score"] for p in self.http.post(self.route, body)["predictions"]]
 
     @staticmethod
     def body(rows: list[dict[str, Any]]) -> bytes:
-        return json.dumps({"transactions": rows}).encode()
+        return json.dumps({"instances": rows}).encode()
 
 
 class TwoHop:
@@ -317,11 +323,14 @@ class TwoHop:
         self.columns = columns
 
     def body(self, rows: list[dict[str, Any]]) -> bytes:
-        hour = [int(r["event_timestamp"][11:13]) for r in rows]
+        import datetime as dt
+
+        # the request source's event_timestamp as epoch seconds (the view takes those or a datetime)
+        moments = [int(dt.datetime.fromisoformat(r["event_timestamp"]).timestamp()) for r in rows]
         entities = {k: [r[k] for r in rows] for k in ("customer_id", "merchant_id", "amount", "channel",
                                                        "card_present")}
         return json.dumps({"feature_service": self.service, "full_feature_names": True,
-                           "entities": {**entities, "event_hour": hour}}).encode()
+                           "entities": {**entities, "event_timestamp": moments}}).encode()
 
     def score(self, body: bytes) -> list[float]:
         data = self.feast.post("/get-online-features", body)
@@ -402,6 +411,7 @@ def measure(label: str, make: Callable[[], Any], rows: list[dict[str, Any]], bat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=MODEL, help="the registered model to drive (default: %(default)s)")
     parser.add_argument("--fresh", action="store_true",
                         help="prepare a temporary project even inside a built one")
     parser.add_argument("--requests", type=int, default=1000, help="sequential single-transaction requests")
@@ -428,14 +438,16 @@ def main() -> None:
                 stack.callback(shutil.rmtree, tmp, ignore_errors=True)
             print(f"preparing a project in {tmp}", flush=True)
             root = prepare_project(tmp / "project")
-        name, version, columns, tracking_uri = champion_info(root)
+        name = args.model
+        version, columns, tracking_uri = champion_info(root, name)
         rows = sample_transactions(root, 2000)
         from glue.settings import get_settings
 
         settings = get_settings()
-        service = settings.params.features.feature_service
+        spec = settings.model(name)
+        service = spec.feature_service
         print(f"model {name} version {version} ({len(columns)} features, "
-              f"{settings.params.train.model.type} {settings.params.train.model.params}); "
+              f"{spec.estimator.type} {spec.estimator.params}); "
               f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
 
         # PATH: `mlflow models serve` execs `uvicorn` by name
@@ -458,9 +470,9 @@ def main() -> None:
                         f"http://127.0.0.1:{glue_port}/ready", root):
                 url = f"http://127.0.0.1:{glue_port}"
                 for batch in (1, 100):
-                    results[(kind, "one-hop", batch)] = measure("one-hop", lambda u=url: OneHop(u), rows,
-                                                                batch, args)
-                one_hop_scores = OneHop(url).score(OneHop.body(rows[:100]))
+                    results[(kind, "one-hop", batch)] = measure(
+                        "one-hop", lambda u=url: OneHop(u, name), rows, batch, args)
+                one_hop_scores = OneHop(url, name).score(OneHop.body(rows[:100]))
             if args.no_two_hop:
                 continue
 
