@@ -1,23 +1,28 @@
-"""The monitoring stage: is the champion still fit for today's data? (`glue monitor`, glue_monitoring).
+"""The monitoring stage: is each model's champion still fit for today's data? (`glue monitor`,
+the DAGs glue_monitoring__<model>).
 
-One check per day:
+One check per model and day:
 
 1. **reference** - the champion's training set, found from its lineage: the registry alias
-   ``champion`` → its training run → the sample of training rows with scores that glue/training.py
-   logged there (``monitoring/reference.parquet``). No file path is configured anywhere.
-2. **current** - the day's validated transactions (``current_days`` back), with the features Feast
-   served for them (point-in-time) and the champion's scores.
-3. **drift** - Evidently's drift report of the features and the scores (monitoring/reports.py).
-4. **quality** - delayed labels: the transactions the champion never saw (after its validation
-   window) whose labels have arrived by the end of the day, scored against the champion's own
-   validation metric.
-5. **decision** - drift? decay? retrain? under the policy in ``params.yaml`` (monitoring/policy.py),
-   with a cooldown so one drift does not train a model every day.
+   ``champion`` → its training run → the sample of training rows with outputs that
+   glue/training.py logged there (the contract's ``REFERENCE_ARTIFACT``). No path is configured.
+2. **current** - the day's validated events (``current_days`` back), with the features Feast
+   served for them (point-in-time) and the champion's outputs; or, when `glue serve` answered
+   enough of them, what the prediction log says the model was given and answered.
+3. **drift** - Evidently's drift report of the model's feature columns (from the champion's tags)
+   and of its output: the score of a classifier, the value of a regressor (monitoring/reports.py).
+4. **quality** - delayed labels: the model's labelled rows the champion never saw (after its
+   validation window) whose labels were known by the end of the day, in the task's metric
+   (average precision, rmse, ...), against the same metric on the champion's validation rows.
+5. **decision** - drift? decay? retrain? under the model's policy (``models.<name>.monitoring``
+   over ``defaults.monitoring``; monitoring/policy.py), with a cooldown so one drift does not
+   train a model every day.
 
-Every check leaves ``<monitoring_dir>/<day>/``: Evidently HTML and JSON, ``decision.json`` and
-``metrics.prom``; an MLflow run in the monitoring experiment (one per day: re-running a day reuses
-it) with the same files, linked to the champion's model; a tag on the champion's version; and an
-alert when there is drift or decay. The champion, the registry and the stores are only read.
+Every check leaves ``<monitoring_dir>/<model>/<day>/``: Evidently HTML and JSON, ``decision.json``
+and ``metrics.prom``; an MLflow run in the model's monitoring experiment (one per day: re-running
+a day reuses it) with the same files, linked to the champion's model; a tag on the champion's
+version; and an alert when there is drift or decay. The champion, the registry and the stores are
+only read.
 """
 
 from __future__ import annotations
@@ -34,26 +39,29 @@ from typing import TYPE_CHECKING, Any
 from glue import atomic, contract
 from glue.contract import CHAMPION, PREDICTION_COLUMN
 from glue.errors import GlueError
-from monitoring.policy import Decision, DriftFinding, QualityFinding, decide
+from monitoring.policy import QUALITY_DIRECTION, Decision, DriftFinding, QualityFinding, decide
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from glue.settings import Settings
+    from glue.settings import ModelSpec, Settings
     from glue.tracking import VersionRef
 
 log = logging.getLogger("glue.monitor")
 
 DECISION_FILE = "decision.json"
 METRICS_FILE = "metrics.prom"
-# quality metric in the policy → the champion's training-run metric it is compared with
+TIMESTAMP = "event_timestamp"  # the event time of a training frame's (and the reference's) rows
+BINARY = "binary_classification"
+# quality metric in the policy → the training-run metric it falls back to without validation rows
 BASELINE_METRIC = {"average_precision": "average_precision", "roc_auc": "roc_auc",
-                   "precision": "precision_at_threshold", "recall": "recall_at_threshold"}
+                   "precision": "precision_at_threshold", "recall": "recall_at_threshold",
+                   "rmse": "rmse", "mae": "mae", "r2": "r2"}
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    """One day's check: what was compared, what was found, what was decided, where it went."""
+    """One day's check of one model: what was compared, what was found, what was decided, where it went."""
 
     day: dt.date
     model: str
@@ -72,9 +80,9 @@ class CheckResult:
         verdict = ", ".join(f"{name} {'yes' if flag else 'no'}" for name, flag in
                             (("drift", self.decision.drift), ("decay", self.decision.decay),
                              ("retrain", self.decision.retrain)))
-        champion = f"{self.model} v{self.champion_version}" if self.champion_version else "no champion"
-        lines = [f"check {self.day}: {verdict} ({champion}; reference {self.reference_rows} rows, "
-                 f"current {self.current_rows} rows; {self.seconds:.1f} s)"]
+        champion = f"v{self.champion_version}" if self.champion_version else "no champion"
+        lines = [f"check {self.model} {self.day}: {verdict} ({champion}; reference {self.reference_rows} "
+                 f"rows, current {self.current_rows} rows; {self.seconds:.1f} s)"]
         lines += [f"  {reason}" for reason in self.decision.reasons]
         lines.append(f"  reports: {self.out_dir}" + (f"; MLflow run {self.run_id}" if self.run_id else ""))
         if self.alert:
@@ -82,36 +90,77 @@ class CheckResult:
         return "\n".join(lines)
 
 
-def check(settings: Settings, day: dt.date) -> CheckResult:
-    """Run the day's drift and quality check and record its decision (see the module doc)."""
+@dataclass(frozen=True)
+class Windows:
+    """The days one check looks at: the current window, and where the quality window may start."""
+
+    current_start: dt.date
+    current_end: dt.date  # exclusive: the day after the checked day, when its labels are counted
+    quality_after: dt.date | None  # the champion's validation end: it saw nothing from then on
+    quality_days: int
+
+    @property
+    def labels_known_at(self) -> dt.datetime:
+        return dt.datetime.combine(self.current_end, dt.time(), tzinfo=dt.UTC)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"current_start": self.current_start.isoformat(),
+                "current_end": self.current_end.isoformat(),
+                "labels_known_at": self.current_end.isoformat(),
+                "quality_after": self.quality_after.isoformat() if self.quality_after else "",
+                "quality_days": str(self.quality_days)}
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """The quality window: labelled rows the champion never saw, with its outputs, and their days."""
+
+    rows: pd.DataFrame
+    start: dt.date | None  # first day of the window (None: no labelled row yet)
+    end: dt.date | None  # exclusive
+
+
+def check_all(settings: Settings, day: dt.date | None = None,
+              model: str | None = None) -> list[CheckResult]:
+    """`glue monitor`: the day's check of one model (by name) or of every model of the project.
+
+    Without a day, each model is checked on the newest day with a validated event batch.
+    """
+    when = day or last_data_day(settings)
+    specs = [settings.model(model)] if model else settings.models
+    return [check(settings, spec, when) for spec in specs]
+
+
+def check(settings: Settings, model: ModelSpec, day: dt.date) -> CheckResult:
+    """Run one model's drift and quality check of the day and record its decision (module doc)."""
     from glue import tracking
 
     start = time.perf_counter()
-    params = settings.params.monitoring
-    model = settings.params.train.registered_model_name
-    out_dir = settings.monitoring_dir / day.isoformat()
+    params = model.monitoring
+    folder = model_dir(settings, model)
+    out_dir = folder / day.isoformat()
     if out_dir.exists():
         shutil.rmtree(out_dir)  # re-running a day replaces its record, never adds to it
     out_dir.mkdir(parents=True)
 
     tracking.configure(settings)
-    champion = tracking.get_alias(model, CHAMPION)
-    cooling = cooling_down(settings.monitoring_dir, day, params.cooldown_days)
+    champion = tracking.get_alias(model.name, CHAMPION)
+    cooling = cooling_down(folder, day, params.cooldown_days)
     if champion is None:
         decision = Decision(drift=False, decay=False, retrain=cooling is None, reasons=[
-            f"no champion: registered model {model!r} has no alias {CHAMPION!r} yet",
+            f"no champion: registered model {model.name!r} has no alias {CHAMPION!r} yet",
             *([f"retrain held back: {cooling}"] if cooling else ["retrain: requested (first model)"]),
         ])
-        result = CheckResult(day=day, model=model, champion_version=None, reference_rows=0,
+        result = CheckResult(day=day, model=model.name, champion_version=None, reference_rows=0,
                              current_rows=0, drift=None, quality=None, decision=decision,
                              out_dir=out_dir, run_id=None, alert="", seconds=0.0)
-        return _record(settings, result, champion=None, extra={}, started=start)
+        return _record(settings, model, result, champion=None, extra={}, started=start)
 
-    reference = load_reference(settings, champion)
-    windows = _windows(settings, champion, day)
-    scored = _scored_windows(settings, champion, windows)
-    current = _served_or_batch(settings, champion, windows, scored[scored["_window"] == "current"])
-    labelled = scored[scored["_window"] == "quality"]
+    reference = load_reference(settings, model, champion)
+    windows = _windows(model, champion, day)
+    estimator = tracking.load_sklearn_model(champion.uri)
+    current, source = _current(settings, model, champion, estimator, windows)
+    labelled = _labelled(settings, model, champion, estimator, windows)
 
     from monitoring import reports
 
@@ -119,19 +168,27 @@ def check(settings: Settings, day: dt.date) -> CheckResult:
     if len(current) >= params.drift.min_current_rows:
         drift, _ = reports.drift_report(reference, current, _feature_columns(champion), params.drift,
                                         out_dir, prediction=PREDICTION_COLUMN)
-    quality = _quality(settings, champion, labelled, windows, out_dir)
+    quality = _quality(settings, model, champion, labelled, windows, out_dir)
     decision = decide(params, drift, quality, cooling)
-    result = CheckResult(day=day, model=model, champion_version=champion.version,
+    result = CheckResult(day=day, model=model.name, champion_version=champion.version,
                          reference_rows=len(reference), current_rows=len(current), drift=drift,
                          quality=quality, decision=decision, out_dir=out_dir, run_id=None, alert="",
                          seconds=0.0)
-    return _record(settings, result, champion=champion, extra={"windows": windows},
+    bounds = {"quality_start": labelled.start.isoformat(), "quality_end": labelled.end.isoformat()} \
+        if labelled.start and labelled.end else {}
+    return _record(settings, model, result, champion=champion,
+                   extra={"windows": {**windows.as_dict(), **bounds, "current_source": source}},
                    started=start)
 
 
+def model_dir(settings: Settings, model: ModelSpec) -> Path:
+    """<monitoring_dir>/<model>/: one folder per checked day of this model."""
+    return settings.monitoring_dir / model.name
+
+
 def last_data_day(settings: Settings) -> dt.date:
-    """The newest day with a validated transaction batch: what `glue monitor` checks by default."""
-    folder = settings.validated_dir / "transactions"
+    """The newest day with a validated event batch: what `glue monitor` checks by default."""
+    folder = settings.validated_events_dir
     days = sorted(p.stem for p in folder.glob("*.parquet"))
     if not days:
         raise GlueError(f"no validated batches in {folder}; run `glue validate-batches` first")
@@ -141,11 +198,11 @@ def last_data_day(settings: Settings) -> dt.date:
         raise GlueError(f"{folder / days[-1]}.parquet: batch files are named YYYY-MM-DD.parquet") from exc
 
 
-def load_reference(settings: Settings, champion: VersionRef) -> pd.DataFrame:
-    """The champion's training rows (a sample, with its scores), from its training run's artifacts.
+def load_reference(settings: Settings, model: ModelSpec, champion: VersionRef) -> pd.DataFrame:
+    """The champion's training rows (a sample, with its outputs), from its training run's artifacts.
 
-    Only the last ``reference_days`` days of it (policy), when the sample has timestamps.
-    Cached under the state dir by run id: a run's artifacts never change.
+    Only the last ``reference_days`` days of it (the model's policy), when the sample has
+    timestamps. Cached under the state dir by run id: a run's artifacts never change.
     """
     import pandas as pd
 
@@ -154,27 +211,27 @@ def load_reference(settings: Settings, champion: VersionRef) -> pd.DataFrame:
     run_id = champion.tags.get(contract.TRAIN_RUN_ID) or champion.run_id
     if not run_id:
         raise GlueError(f"{champion.name} v{champion.version}: no training run in its lineage "
-                        f"(tag {contract.TRAIN_RUN_ID}); retrain it with `glue train`")
+                        f"(tag {contract.TRAIN_RUN_ID}); retrain it with `glue train --model {model.name}`")
     path = tracking.cached_artifact(settings, run_id, contract.REFERENCE_ARTIFACT)
     if path is None:
         raise GlueError(
             f"{champion.name} v{champion.version}: its training run {run_id} has no "
-            f"{contract.REFERENCE_ARTIFACT} (trained before monitoring existed?); "
-            "retrain with `glue train` and promote, or see the run in the MLflow UI"
+            f"{contract.REFERENCE_ARTIFACT} (trained before monitoring existed?); retrain with "
+            f"`glue train --model {model.name}` and promote, or see the run in the MLflow UI"
         )
     reference = pd.read_parquet(path)
-    days = settings.params.monitoring.reference_days
-    if days is not None and "event_timestamp" in reference.columns and len(reference):
-        last_day = reference["event_timestamp"].max().normalize()
-        reference = reference[reference["event_timestamp"] >= last_day - pd.Timedelta(days=days - 1)]
+    days = model.monitoring.reference_days
+    if days is not None and TIMESTAMP in reference.columns and len(reference):
+        last_day = reference[TIMESTAMP].max().normalize()
+        reference = reference[reference[TIMESTAMP] >= last_day - pd.Timedelta(days=days - 1)]
     return reference.reset_index(drop=True)
 
 
-def cooling_down(monitoring_dir: Path, day: dt.date, days: int) -> str | None:
+def cooling_down(model_dir: Path, day: dt.date, days: int) -> str | None:
     """Why a retrain would come too soon: a retrain requested in the `days` days before `day`."""
     for back in range(1, days + 1):
         earlier = day - dt.timedelta(days=back)
-        record = monitoring_dir / earlier.isoformat() / DECISION_FILE
+        record = model_dir / earlier.isoformat() / DECISION_FILE
         if record.is_file():
             try:
                 if json.loads(record.read_text())["decision"]["retrain"]:
@@ -191,174 +248,224 @@ def _feature_columns(champion: VersionRef) -> list[str]:
     return columns
 
 
-def _windows(settings: Settings, champion: VersionRef, day: dt.date) -> dict[str, str]:
+def _windows(model: ModelSpec, champion: VersionRef, day: dt.date) -> Windows:
     """The current window (the checked days) and the quality window (labelled, unseen by the champion)."""
-    params = settings.params.monitoring
-    end = day + dt.timedelta(days=1)  # exclusive: the whole checked day
+    params = model.monitoring
+    end = day + dt.timedelta(days=1)
     seen_until = champion.tags.get(contract.VALIDATION_END, "")
-    return {
-        "current_start": (end - dt.timedelta(days=params.current_days)).isoformat(),
-        "current_end": end.isoformat(),
-        "labels_known_at": end.isoformat(),
-        "quality_after": seen_until[:10] if seen_until else "",
-        "quality_days": str(params.quality.window_days),
-    }
+    return Windows(current_start=end - dt.timedelta(days=params.current_days), current_end=end,
+                   quality_after=dt.date.fromisoformat(seen_until[:10]) if seen_until else None,
+                   quality_days=params.quality.window_days)
 
 
-def _scored_windows(settings: Settings, champion: VersionRef, windows: dict[str, str]) -> pd.DataFrame:
-    """Current and labelled-window transactions with their Feast features and champion scores.
+def _current(settings: Settings, model: ModelSpec, champion: VersionRef, estimator: Any,
+             windows: Windows) -> tuple[pd.DataFrame, str]:
+    """The current window and where it came from: as `glue serve` answered it, if it answered enough.
 
-    One Feast call for both windows: the point-in-time join dominates the check's time.
+    What the champion was given online (features from the online store, the output it answered)
+    is what drift must be measured on; the validated events re-scored with offline features are
+    the fallback for days the server did not see (batch-only use, a replay, a server that was down).
+    """
+    from glue import prediction_log
+
+    served = prediction_log.read_served(settings, windows.current_start, windows.current_end,
+                                        model.name, champion.version, prediction=PREDICTION_COLUMN)
+    if len(served) >= model.monitoring.drift.min_current_rows:
+        return served, f"prediction log ({len(served)} served predictions)"
+    batch = _scored_events(settings, model, champion, estimator, windows)
+    return batch, (f"validated batches ({len(batch)} events scored offline; "
+                   f"{len(served)} served predictions in the prediction log)")
+
+
+def _scored_events(settings: Settings, model: ModelSpec, champion: VersionRef, estimator: Any,
+                   windows: Windows) -> pd.DataFrame:
+    """The current window's rows with their point-in-time features and the champion's output.
+
+    The rows are the model's own kind, as in its training set (the drift reference): the day's
+    validated events for a model labelled per event; for a model labelled per entity (its label
+    keyed by other columns than the event id), one row per entity active on the day, as of the
+    day's end: the snapshot of that entity a per-entity model scores next.
     """
     import pandas as pd
 
-    from glue import feature_store, features, tracking
+    from glue import feature_store, features
 
-    tx = features.read_transactions(settings)
-    day = tx["event_timestamp"].dt.tz_convert("UTC").dt.normalize()
-    current_start = pd.Timestamp(windows["current_start"], tz="UTC")
-    current_end = pd.Timestamp(windows["current_end"], tz="UTC")
-    current = tx[(day >= current_start) & (day < current_end)].assign(_window="current")
-
-    labels = features.read_labels(settings)
-    known = labels[labels["label_timestamp"] < current_end]
-    pool = tx[tx["transaction_id"].isin(known["transaction_id"])]
-    if windows["quality_after"]:
-        pool = pool[day.loc[pool.index] >= pd.Timestamp(windows["quality_after"], tz="UTC")]
-    pool_days = sorted(day.loc[pool.index].unique())[-int(windows["quality_days"]):]
-    labelled = pool[day.loc[pool.index].isin(pool_days)].assign(_window="quality")
-    if pool_days:
-        windows["quality_start"] = pool_days[0].date().isoformat()
-        windows["quality_end"] = (pool_days[-1] + pd.Timedelta(days=1)).date().isoformat()
-
-    both = pd.concat([current, labelled], ignore_index=True)
-    if both.empty:
+    events = features.read_events(settings)
+    day = pd.to_datetime(events[TIMESTAMP], utc=True).dt.normalize()
+    inside = (day >= pd.Timestamp(windows.current_start, tz="UTC")) & \
+             (day < pd.Timestamp(windows.current_end, tz="UTC"))
+    if not inside.any():
         raise GlueError(
-            f"no validated transactions in {settings.validated_dir / 'transactions'} between "
-            f"{windows['current_start']} and {windows['current_end']}: has the day's batch arrived "
-            "and passed `glue validate-batches`?"
+            f"no validated events in {settings.validated_events_dir} between {windows.current_start} "
+            f"and {windows.current_end}: has the day's batch arrived and passed `glue validate-batches`?"
         )
     store = feature_store.open_store(settings)
-    frame, columns = features.scoring_frame(settings, both.drop(columns="_window"), store)
-    frame = frame.merge(both[["transaction_id", "_window"]], on="transaction_id", how="left")
+    rows = events[inside]
+    keys = _label_keys(settings, model, store)
+    if settings.params.data.event_id not in keys and keys and set(keys) <= set(rows.columns):
+        end_of_day = day[inside] + pd.Timedelta(days=1)
+        rows = (rows.assign(**{TIMESTAMP: end_of_day}).drop_duplicates([*keys, TIMESTAMP])
+                .sort_values(TIMESTAMP, kind="stable"))
+    frame, columns = features.scoring_frame(settings, model, rows.reset_index(drop=True), store)
+    return _score(model, champion, estimator, frame, columns)
+
+
+def _label_keys(settings: Settings, model: ModelSpec, store: Any) -> list[str]:
+    """The columns that key the model's label rows (a label view's entities, or a source's keys)."""
+    if model.label.view is None:
+        return list(model.label.join_keys)
+    from glue import feature_store
+
+    return list(feature_store.label_rows(settings, store, model.label.view).join_keys)
+
+
+def _labelled(settings: Settings, model: ModelSpec, champion: VersionRef, estimator: Any,
+              windows: Windows) -> Labelled:
+    """The model's labelled rows known by the end of the day that the champion never saw, scored.
+
+    The latest ``quality.window_days`` days of them, after the champion's validation window.
+    """
+    import pandas as pd
+
+    from glue import features
+
+    frame = features.training_frame(settings, model, until=windows.labels_known_at)
+    df = frame.df
+    day = pd.to_datetime(df[TIMESTAMP], utc=True).dt.normalize()
+    keep = day < pd.Timestamp(windows.current_end, tz="UTC")
+    if windows.quality_after is not None:
+        keep &= day >= pd.Timestamp(windows.quality_after, tz="UTC")
+    days = sorted(day[keep].unique())[-windows.quality_days:]
+    rows = df[keep & day.isin(days)].reset_index(drop=True)
+    if rows.empty:
+        return Labelled(rows=rows.assign(**{PREDICTION_COLUMN: pd.Series(dtype="float64")}),
+                        start=None, end=None)
+    scored = _score(model, champion, estimator, rows, frame.feature_columns)
+    return Labelled(rows=scored, start=days[0].date(), end=(days[-1] + pd.Timedelta(days=1)).date())
+
+
+def _score(model: ModelSpec, champion: VersionRef, estimator: Any, frame: pd.DataFrame,
+           columns: list[str]) -> pd.DataFrame:
+    """`frame` with the champion's output (P(positive), or the value) in the prediction column."""
+    from glue import training
+
     wanted = _feature_columns(champion)
     missing = sorted(set(wanted) - set(columns))
     if missing:
         raise GlueError(
             f"{champion.name} v{champion.version} was trained on feature(s) {', '.join(missing)} that "
-            f"feature service {settings.params.features.feature_service!r} no longer serves"
+            f"feature service {model.feature_service!r} no longer serves"
         )
-    model = tracking.load_sklearn_model(champion.uri)
-    frame[PREDICTION_COLUMN] = model.predict_proba(frame[wanted].astype("float64"))[:, 1]
-    return frame.merge(known[["transaction_id", features.LABEL_COLUMN]], on="transaction_id", how="left")
+    out = frame.copy()
+    out[PREDICTION_COLUMN] = training.predict(estimator, model.task, out[wanted].astype("float64"))
+    return out
 
 
-def _served_or_batch(settings: Settings, champion: VersionRef, windows: dict[str, str],
-                     batch: pd.DataFrame) -> pd.DataFrame:
-    """The current window as `glue serve` answered it, when it answered enough of it.
-
-    What the champion was given online (features from the online store, the score it answered)
-    is what drift must be measured on; the validated batch re-scored with offline features is the
-    fallback for days the server did not see (batch-only use, a replay, a server that was down).
-    """
-    from glue import prediction_log
-
-    start = dt.date.fromisoformat(windows["current_start"])
-    end = dt.date.fromisoformat(windows["current_end"])
-    served = prediction_log.read_served(settings, start, end, champion.version,
-                                        prediction=PREDICTION_COLUMN)
-    if len(served) >= settings.params.monitoring.drift.min_current_rows:
-        windows["current_source"] = f"prediction log ({len(served)} served predictions)"
-        return served
-    windows["current_source"] = (f"validated batches ({len(batch)} transactions scored offline; "
-                                 f"{len(served)} served predictions in the prediction log)")
-    return batch
-
-
-def _quality(settings: Settings, champion: VersionRef, labelled: pd.DataFrame, windows: dict[str, str],
-             out_dir: Path) -> QualityFinding:
-    """The champion's quality metric on the labelled window, next to its validation value."""
+def _quality(settings: Settings, model: ModelSpec, champion: VersionRef, labelled: Labelled,
+             windows: Windows, out_dir: Path) -> QualityFinding:
+    """The champion's quality metric on the labelled window, next to its value at validation."""
     import pandas as pd
 
-    from glue import features, tracking
+    from glue import tracking
 
-    policy = settings.params.monitoring.quality
-    label = features.LABEL_COLUMN
-    window = (f"{windows['quality_start']} .. {windows['quality_end']}" if "quality_start" in windows
-              else f"labels known at {windows['labels_known_at']}")
-    rows, positives = len(labelled), int(labelled[label].sum()) if len(labelled) else 0
+    policy = model.monitoring.quality
+    name = policy.metric or ""
+    label = model.label.field
+    binary = model.task == BINARY
+    rows = labelled.rows
+    window = (f"{labelled.start} .. {labelled.end}" if labelled.start
+              else f"labels known at {windows.current_end}")
+    positives = int(rows[label].sum()) if binary and len(rows) else (0 if binary else None)
+    metric = quality_metric(name, model.decision_threshold)
     baseline, validation = None, None
     run_id = champion.tags.get(contract.TRAIN_RUN_ID) or champion.run_id
     if run_id:
-        _, _, metrics = tracking.run_data(run_id)
-        baseline = metrics.get(BASELINE_METRIC[policy.metric])
         path = tracking.cached_artifact(settings, run_id, contract.VALIDATION_ARTIFACT)
-        validation = pd.read_parquet(path) if path is not None else None
-    if rows < policy.min_rows or positives < policy.min_positives:
-        after = windows["quality_after"] or "its training"
-        return QualityFinding(
-            metric=policy.metric, value=None, baseline=baseline, rows=rows, positives=positives,
-            window=window,
-            reason=(f"{rows} labelled rows with {positives} fraud after {after}; the policy needs "
-                    f"{policy.min_rows} rows and {policy.min_positives} fraud"),
-        )
+        if path is not None:
+            validation = pd.read_parquet(path)
+            baseline = float(metric(*_target_and_output(validation, label, binary)))
+        else:
+            _, _, metrics = tracking.run_data(run_id)
+            baseline = metrics.get(BASELINE_METRIC[name])
+    too_few = len(rows) < policy.min_rows or (binary and (positives or 0) < policy.min_positives)
+    if too_few:
+        after = windows.quality_after or "its training"
+        needs = f"{policy.min_rows} rows" + (f" and {policy.min_positives} positive" if binary else "")
+        found = f"{len(rows)} labelled rows" + (f" with {positives} positive" if binary else "")
+        return QualityFinding(metric=name, value=None, baseline=baseline, rows=len(rows),
+                              positives=positives, window=window,
+                              reason=f"{found} after {after}; the policy needs {needs}")
     from monitoring import reports
 
-    y, scores = labelled[label].to_numpy().astype(int), labelled[PREDICTION_COLUMN].to_numpy()
-    threshold = settings.params.train.decision_threshold
-    metric = quality_metric(policy.metric, threshold)
-    value = metric(y, scores)
+    current = _target_and_output(rows, label, binary)
+    value = float(metric(*current))
     low = high = None
     if validation is not None:
-        y_val = validation[label].to_numpy().astype(int)
-        s_val = validation[PREDICTION_COLUMN].to_numpy()
-        low, high = drop_interval((y_val, s_val), (y, scores), metric, policy.bootstrap_samples,
-                                  policy.confidence)
-    reports.quality_report(labelled.rename(columns={label: "target"}), "target", PREDICTION_COLUMN,
-                           threshold, out_dir)
-    return QualityFinding(metric=policy.metric, value=float(value), baseline=baseline, rows=rows,
+        low, high = drop_interval(_target_and_output(validation, label, binary), current, metric,
+                                  policy.bootstrap_samples, policy.confidence,
+                                  direction=QUALITY_DIRECTION[name], binary=binary)
+    reports.quality_report(rows.rename(columns={label: "target"}), "target", PREDICTION_COLUMN,
+                           model.task, model.decision_threshold, out_dir)
+    return QualityFinding(metric=name, value=value, baseline=baseline, rows=len(rows),
                           positives=positives, window=window, drop_low=low, drop_high=high)
 
 
-def quality_metric(name: str, threshold: float) -> Any:
-    """metric(y, scores) for a policy metric name, computed as glue/training.py computes it."""
+def quality_metric(name: str, threshold: float | None = None) -> Any:
+    """metric(y, outputs) for a policy metric name, computed as glue/training.py computes it."""
+    import numpy as np
     from sklearn import metrics as m
 
+    cut = 0.5 if threshold is None else threshold
     return {
         "average_precision": m.average_precision_score,
         "roc_auc": m.roc_auc_score,
-        "precision": lambda y, s: m.precision_score(y, s >= threshold, zero_division=0),
-        "recall": lambda y, s: m.recall_score(y, s >= threshold, zero_division=0),
+        "precision": lambda y, s: m.precision_score(y, s >= cut, zero_division=0),
+        "recall": lambda y, s: m.recall_score(y, s >= cut, zero_division=0),
+        "rmse": lambda y, s: float(np.sqrt(m.mean_squared_error(y, s))),
+        "mae": m.mean_absolute_error,
+        "r2": m.r2_score,
     }[name]
 
 
 def drop_interval(baseline: tuple[Any, Any], current: tuple[Any, Any], metric: Any, samples: int,
-                  confidence: float, seed: int = 0) -> tuple[float | None, float | None]:
-    """Percentile bootstrap interval of metric(baseline) - metric(current), both resampled.
+                  confidence: float, seed: int = 0, *, direction: str = "max",
+                  binary: bool = True) -> tuple[float | None, float | None]:
+    """Percentile bootstrap interval of how much worse metric(current) is than metric(baseline).
 
-    Two independent windows (validation, and the labelled days since), each with its own noise:
-    resampling both is what makes "the drop is surely beyond the limit" a fair statement.
+    The drop is baseline - current for a metric where higher is better (``direction`` "max"),
+    current - baseline where lower is (rmse, mae). Two independent windows (validation, and the
+    labelled days since), each with its own noise: resampling both is what makes "the drop is
+    surely beyond the limit" a fair statement. A resample where the metric is undefined (one class
+    only, for a classifier; a constant target, for r2) is skipped.
     """
     import numpy as np
 
+    sign = 1.0 if direction == "max" else -1.0
     rng = np.random.default_rng(seed)
     drops = []
     for _ in range(samples):
         parts = []
         for y, s in (baseline, current):
             idx = rng.integers(0, len(y), len(y))
-            if not 0 < y[idx].sum() < len(idx):  # one class only: the metric is undefined
+            if binary and not 0 < y[idx].sum() < len(idx):
+                break
+            if not binary and np.ptp(y[idx]) == 0:
                 break
             parts.append(metric(y[idx], s[idx]))
         if len(parts) == 2:
-            drops.append(parts[0] - parts[1])
+            drops.append(sign * (parts[0] - parts[1]))
     if not drops:
         return None, None
     tail = (1 - confidence) / 2
     return float(np.quantile(drops, tail)), float(np.quantile(drops, 1 - tail))
 
 
-def _record(settings: Settings, result: CheckResult, *, champion: VersionRef | None,
+def _target_and_output(df: pd.DataFrame, label: str, binary: bool) -> tuple[Any, Any]:
+    y = df[label].to_numpy().astype(int if binary else "float64")
+    return y, df[PREDICTION_COLUMN].to_numpy().astype("float64")
+
+
+def _record(settings: Settings, model: ModelSpec, result: CheckResult, *, champion: VersionRef | None,
             extra: dict[str, Any], started: float | None = None) -> CheckResult:
     """decision.json, metrics.prom, the MLflow run, the champion's tag and the alert."""
     from monitoring import alerts
@@ -386,11 +493,18 @@ def _record(settings: Settings, result: CheckResult, *, champion: VersionRef | N
     (result.out_dir / DECISION_FILE).write_text(json.dumps(record, indent=2, default=str))
     prom = _prometheus(result)
     (result.out_dir / METRICS_FILE).write_text(prom)
-    atomic.write_text(settings.monitoring_dir / METRICS_FILE, prom)  # what node_exporter reads
+    # the latest check of each model, side by side in one folder: what node_exporter's textfile
+    # collector reads
+    atomic.write_text(settings.monitoring_dir / latest_metrics_file(model), prom)
 
-    run_id = _log_to_mlflow(settings, result, champion)
+    run_id = _log_to_mlflow(settings, model, result, champion)
     seconds = time.perf_counter() - started if started is not None else 0.0
     return CheckResult(**{**result.__dict__, "run_id": run_id, "alert": alert, "seconds": seconds})
+
+
+def latest_metrics_file(model: ModelSpec) -> str:
+    """The name of a model's latest metrics.prom in the monitoring folder."""
+    return f"{model.name}.prom"
 
 
 def _prometheus(result: CheckResult) -> str:
@@ -421,17 +535,20 @@ def _prometheus(result: CheckResult) -> str:
     return prometheus.render(samples)
 
 
-def _log_to_mlflow(settings: Settings, result: CheckResult, champion: VersionRef | None) -> str:
-    """One run per checked day in the monitoring experiment; re-running a day reuses it."""
+def _log_to_mlflow(settings: Settings, model: ModelSpec, result: CheckResult,
+                   champion: VersionRef | None) -> str:
+    """One run per checked day in the model's monitoring experiment; re-running a day reuses it."""
     import mlflow
 
     from glue import tracking
 
-    params = settings.params.monitoring
-    experiment_id = tracking.ensure_experiment(settings, params.experiment_name)
+    experiment_id = tracking.ensure_experiment(settings, model.monitoring.experiment_name
+                                               or f"{model.name}-monitoring")
     day = result.day.isoformat()
-    existing = mlflow.search_runs([experiment_id], filter_string=f"tags.`{contract.MONITOR_DAY}` = '{day}'",
-                                  output_format="list", max_results=1)
+    existing = mlflow.search_runs(
+        [experiment_id], output_format="list", max_results=1,
+        filter_string=f"tags.`{contract.MONITOR_DAY}` = '{day}' and "
+                      f"tags.`{contract.MONITOR_MODEL}` = '{model.name}'")
     tags = {
         contract.MONITOR_DAY: day,
         contract.MONITOR_MODEL: result.model,

@@ -12,6 +12,7 @@ default size, the one the default monitoring policy is tuned for (~7 minutes on 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -70,32 +71,42 @@ def test_glue_run_builds_the_whole_loop_and_dvc_reruns_only_what_changed(tmp_pat
     try:
         settings = load_settings("local", root)
         row = {"customer_id": 1, "merchant_id": 1, "amount": 42.0, "channel": "online",
-               "card_present": False, "event_hour": 13}
-        values = online_features(settings, [row])
+               "card_present": False, "event_timestamp": dt.datetime(2026, 2, 10, 13, tzinfo=dt.UTC)}
+        values = online_features(settings, settings.model("fraud-detector"), [row])
     finally:
         os.environ.pop("GLUE_PROJECT_DIR", None)
     assert values.notna().to_numpy().mean() > 0.5  # served features, not a frame of missing values
 
-    # MLflow: the training run with its artifacts, a champion with every lineage tag.
+    # MLflow: both models of the demo (two tasks, one Feast repo), each a champion with every
+    # lineage tag and its own training run, artifacts and DVC metrics.
     client = _client(root, root / ".glue" / "mlflow.db")
-    champion = client.get_model_version_by_alias("fraud-detector", "champion")
-    for tag in ("glue.git_commit", "glue.git_dirty", "glue.dvc_data_version", "glue.validation_summary",
-                "glue.feast_feature_service", "glue.feast_feature_refs", "glue.train_start",
-                "glue.train_end", "glue.validation_start", "glue.validation_end", "glue.gate.decision"):
-        assert champion.tags.get(tag), f"champion v{champion.version} lacks {tag}"
-    assert not champion.tags["glue.dvc_data_version"].startswith("untracked")
-    artifacts = {a.path for a in client.list_artifacts(champion.run_id)}
-    assert {"feature_importance.png", "monitoring"} <= artifacts
-    assert json.loads((root / "metrics" / "gate.json").read_text())["promoted"] is True
+    for name, task, service, plot in (("fraud-detector", "binary_classification", "fraud_model_v1", None),
+                                      ("customer-spend", "regression", "spend_model_v1", "residuals.png")):
+        champion = client.get_model_version_by_alias(name, "champion")
+        for tag in ("glue.git_commit", "glue.git_dirty", "glue.dvc_data_version", "glue.validation_summary",
+                    "glue.feast_feature_service", "glue.feast_feature_refs", "glue.train_start",
+                    "glue.train_end", "glue.validation_start", "glue.validation_end", "glue.gate.decision",
+                    "glue.task"):
+            assert champion.tags.get(tag), f"{name} champion v{champion.version} lacks {tag}"
+        assert champion.tags["glue.task"] == task and champion.tags["glue.feast_feature_service"] == service
+        assert not champion.tags["glue.dvc_data_version"].startswith("untracked")
+        artifacts = {a.path for a in client.list_artifacts(champion.run_id)}
+        assert {"feature_importance.png", "monitoring"} <= artifacts
+        assert plot is None or plot in artifacts
+        assert json.loads((root / "metrics" / name / "gate.json").read_text())["promoted"] is True
+    # the spend model reuses the fraud model's customer view: the feature discovery a store promises
+    spend = client.get_model_version_by_alias("customer-spend", "champion").tags["glue.feast_feature_refs"]
+    fraud = client.get_model_version_by_alias("fraud-detector", "champion").tags["glue.feast_feature_refs"]
+    assert {r for r in spend.split(",") if r.startswith("customer_transactions:")} <= set(fraud.split(","))
 
     # DVC: nothing changed, nothing runs (but the always-run `profile` stage, which rewrites the same
     # bytes); a model parameter re-runs train, evaluate and promote only.
     assert _ran(_run([DVC, "repro"], root)) == []
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["train"]["model"]["params"]["learning_rate"] = 0.05
+    params["models"]["fraud-detector"]["estimator"]["params"]["learning_rate"] = 0.05
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     rerun = _run([DVC, "repro"], root)
-    assert _ran(rerun) == ["train", "evaluate", "promote"], rerun
+    assert _ran(rerun) == ["train@fraud-detector", "evaluate@fraud-detector", "promote@fraud-detector"], rerun
 
     # The stores wiped behind DVC's back (dvc.lock says all is done): `glue run` finds the Feast
     # registry and the MLflow registry empty, re-runs from `features`, and reports the champion
@@ -104,10 +115,10 @@ def test_glue_run_builds_the_whole_loop_and_dvc_reruns_only_what_changed(tmp_pat
     (root / ".glue" / "mlflow.db").unlink()
     again = _run([GLUE, "run"], root)
     assert "re-ran from stage features" in again, again[-3000:]
-    assert "fraud-detector version 1" in again, again[-3000:]
-    champion = _client(root, root / ".glue" / "mlflow.db").get_model_version_by_alias("fraud-detector",
-                                                                                        "champion")
-    assert champion.version == "1"
+    assert "fraud-detector version 1" in again and "customer-spend version 1" in again, again[-3000:]
+    for name in ("fraud-detector", "customer-spend"):
+        champion = _client(root, root / ".glue" / "mlflow.db").get_model_version_by_alias(name, "champion")
+        assert champion.version == "1"
 
 
 def _ran(dvc_output: str) -> list[str]:
@@ -121,10 +132,11 @@ def test_simulation_detects_the_shift_retrains_and_gates(tmp_path: Path) -> None
     # day of a few hundred rows is too noisy for a 0.1 Wasserstein threshold on the aggregates).
     root = clone_project(tmp_path / "clone", {})
     start, shift, n = 60, 63, 6  # three quiet days, the shift, two days to catch it
-    out = _run([GLUE, "simulate", "--days", str(n), "--shift-day", str(shift), "--start-day", str(start)],
-               root, timeout=1800)
+    out = _run([GLUE, "simulate", "--days", str(n), "--start-day", str(start), "--model", "fraud-detector",
+                "--set", f"days={start + n}", "--set", f"shift_day={shift}",
+                "--set", "shift_kind=spending_change"], root, timeout=1800)
     table = [line.split() for line in out.splitlines() if line.strip()[:2].isdigit()]
-    days = {int(cols[0]): {"drift": cols[2], "retrain": cols[4], "promoted": cols[5]} for cols in table}
+    days = {int(cols[0]): {"drift": cols[3], "retrain": cols[5], "promoted": cols[6]} for cols in table}
     assert sorted(days) == list(range(start, start + n)), out
 
     assert all(days[d]["retrain"] == "no" for d in range(start, shift)), out  # quiet before the shift
@@ -144,10 +156,10 @@ def test_simulation_detects_the_shift_retrains_and_gates(tmp_path: Path) -> None
         assert (not promoted) or int(champion_now) >= int(v.version)
     # Reports: Evidently HTML on disk for every day, and logged to the monitoring experiment.
     for d in range(start, start + n):
-        day_dir = sorted((staging / "monitoring").iterdir())[d - start]
+        day_dir = sorted((staging / "monitoring" / "fraud-detector").iterdir())[d - start]
         assert (day_dir / "drift.html").stat().st_size > 10_000
         assert json.loads((day_dir / "decision.json").read_text())["decision"]
-    experiment = client.get_experiment_by_name("fraud-monitoring")
+    experiment = client.get_experiment_by_name("fraud-detector-monitoring")
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == n
     logged = {a.path for a in client.list_artifacts(runs[0].info.run_id, "monitoring")}

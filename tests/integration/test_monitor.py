@@ -1,7 +1,9 @@
-"""`glue monitor` against the real tools: Feast features, an MLflow champion, Evidently reports.
+"""`glue monitor` against the real tools: Feast features, MLflow champions, Evidently reports.
 
-The demo's spending shift starts on day 55; the champion trains on the labelled days before its
-validation window, so its drift reference (its last 14 training days) is before the shift.
+Both demo models are checked: the binary one in average precision, the regression one in rmse,
+each in its own folder and MLflow experiment. The demo's spending shift starts on day 55; each
+champion trains on the labelled days before its validation window, so its drift reference (its
+last 14 training days) is before the shift.
 """
 
 from __future__ import annotations
@@ -12,30 +14,43 @@ from pathlib import Path
 
 import pytest
 
-from glue import contract, demo_data, features, monitor, promotion, training, validation
+from glue import contract, features, monitor, project_code, promotion, training, validation
 from glue.errors import GlueError
-from glue.settings import DemoParams, get_settings
+from glue.settings import ModelSpec, Settings, get_settings
 
 SHIFT_DAY = 55
 START = dt.date(2026, 1, 1)
+# the module fixture (60 days, two models trained and gated) counts in whichever test runs first
+pytestmark = pytest.mark.timeout(900)
+
+
+def _model(settings: Settings, task: str) -> ModelSpec:
+    return next(m for m in settings.models if m.task == task)
 
 
 @pytest.fixture(scope="module")
 def champion_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project with 60 demo days (shift on day 55) and a promoted champion."""
-    from tests.conftest import copy_project_config
+    """A project with 60 demo days (shift on day 55) and a promoted champion of every model."""
+    from tests.conftest import copy_project_config, one_openmp_thread
 
     root = copy_project_config(tmp_path_factory.mktemp("monitor") / "project")
     mp = pytest.MonkeyPatch()
     mp.setenv("GLUE_PROJECT_DIR", str(root))
     get_settings.cache_clear()
     settings = get_settings()
-    demo_data.generate(DemoParams(days=60, transactions_per_day=500, customers=1500, merchants=150,
-                                  shift_day=SHIFT_DAY, shift_kind="spending_change"), settings.raw_dir)
+    generate = project_code.load_callable(settings.params.data.generator, root, "data.generator")
+    generate({**settings.params.demo, "days": 60, "transactions_per_day": 500, "customers": 1500,
+              "merchants": 150, "shift_day": SHIFT_DAY, "shift_kind": "spending_change"}, settings.raw_dir)
     validation.validate_batches(settings)
     features.build_features(settings)
-    training.train(settings)
-    assert promotion.evaluate_and_promote(settings).promoted
+    for model in settings.models:
+        # the regression champion learns from the labels known by day 40: the last labelled days
+        # (known by day 59) are ones it never saw, so its quality can be measured
+        until = dt.datetime(2026, 2, 10, tzinfo=dt.UTC) if model.task == "regression" else None
+        frame = features.training_frame(settings, model, until=until)
+        with one_openmp_thread():
+            training.train(settings, model, frame)
+        assert promotion.evaluate_and_promote(settings, model, frame).promoted, model.name
     yield root
     get_settings.cache_clear()
     mp.undo()
@@ -44,23 +59,53 @@ def champion_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_quiet_day_before_the_shift_and_drift_after_it(champion_project: Path) -> None:
     settings = get_settings()
-    before = monitor.check(settings, START + dt.timedelta(days=50))
+    model = _model(settings, "binary_classification")
+    before = monitor.check(settings, model, START + dt.timedelta(days=50))
     assert not before.decision.drift and not before.decision.retrain, before.summary()
-    assert before.drift is not None and before.drift.share < settings.params.monitoring.drift.drift_share
+    assert before.drift is not None and before.drift.share < model.monitoring.drift.drift_share
     assert before.reference_rows > 1000 and before.current_rows > 200
 
-    after = monitor.check(settings, START + dt.timedelta(days=SHIFT_DAY + 1))
+    after = monitor.check(settings, model, START + dt.timedelta(days=SHIFT_DAY + 1))
     assert after.decision.drift and after.decision.retrain, after.summary()
     assert any("amount" in c for c in after.drift.drifted_columns)
     assert after.alert.startswith("logged")  # no webhook configured
 
     out = after.out_dir
+    assert out == monitor.model_dir(settings, model) / after.day.isoformat()
+    assert out.parent == settings.monitoring_dir / model.name
     assert (out / "drift.html").stat().st_size > 10_000
     record = json.loads((out / "decision.json").read_text())
     assert record["decision"]["retrain"] is True and record["champion_version"] == after.champion_version
+    assert record["windows"]["current_source"].startswith("validated batches")
     prom = (out / "metrics.prom").read_text()
-    assert 'glue_monitoring_drift{model="fraud-detector",version="1"} 1' in prom
+    assert f'glue_monitoring_drift{{model="{model.name}",version="1"}} 1' in prom
     assert "glue_monitoring_feature_drift_score{" in prom
+    assert (settings.monitoring_dir / f"{model.name}.prom").read_text() == prom
+
+
+@pytest.mark.slow
+def test_the_regression_model_is_checked_in_its_own_metric_folder_and_experiment(
+    champion_project: Path,
+) -> None:
+    from mlflow import MlflowClient
+
+    settings = get_settings()
+    model = _model(settings, "regression")
+    day = START + dt.timedelta(days=59)
+    result = monitor.check(settings, model, day)
+    assert result.model == model.name and result.out_dir.parent == settings.monitoring_dir / model.name
+    # one row per card holder and day, as in its training set (not one per event)
+    assert 0 < result.current_rows <= 1500 and result.drift is not None
+    quality = result.quality
+    assert quality is not None and quality.metric == "rmse" and quality.positives is None
+    assert quality.value is not None and quality.baseline is not None, result.summary()
+    assert (result.out_dir / "quality.html").is_file()
+    assert any(r.startswith(("decay:", "no decay:")) and "rmse" in r for r in result.decision.reasons)
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    run = client.get_run(result.run_id)
+    assert client.get_experiment(run.info.experiment_id).name == f"{model.name}-monitoring"
+    assert run.data.tags[contract.MONITOR_MODEL] == model.name
+    assert "quality.rmse" in run.data.metrics
 
 
 @pytest.mark.slow
@@ -70,66 +115,81 @@ def test_check_is_logged_to_mlflow_once_per_day_and_tags_the_champion(champion_p
     from glue import tracking
 
     settings = get_settings()
+    model = _model(settings, "binary_classification")
     day = START + dt.timedelta(days=57)
-    first = monitor.check(settings, day)
-    again = monitor.check(settings, day)  # a re-run of the same day
+    first = monitor.check(settings, model, day)
+    again = monitor.check(settings, model, day)  # a re-run of the same day
     assert first.run_id == again.run_id
 
     client = MlflowClient(settings.mlflow_tracking_uri)
     run = client.get_run(first.run_id)
+    assert client.get_experiment(run.info.experiment_id).name == model.monitoring.experiment_name
     assert run.data.tags[contract.MONITOR_DAY] == day.isoformat()
     assert run.data.tags[contract.MONITOR_MODEL_VERSION] == first.champion_version
     assert "drift" in run.data.tags["mlflow.note.content"]
     logged = {a.path for a in client.list_artifacts(first.run_id, "monitoring")}
     assert {"monitoring/drift.html", "monitoring/drift.json", "monitoring/decision.json",
             "monitoring/metrics.prom"} <= logged
-    champion = tracking.get_alias(settings.params.train.registered_model_name, "champion")
+    champion = tracking.get_alias(model.name, "champion")
     assert champion.tags[contract.MONITOR_LAST_CHECK].startswith(f"{day}: drift=true")
 
 
 @pytest.mark.slow
-def test_cooldown_and_missing_day(champion_project: Path) -> None:
+def test_cooldown_per_model_and_missing_day(champion_project: Path) -> None:
     settings = get_settings()
-    monitor.check(settings, START + dt.timedelta(days=56))  # drift: retrain requested
-    held = monitor.check(settings, START + dt.timedelta(days=57))
+    model = _model(settings, "binary_classification")
+    monitor.check(settings, model, START + dt.timedelta(days=56))  # drift: retrain requested
+    held = monitor.check(settings, model, START + dt.timedelta(days=57))
     assert held.decision.drift and not held.decision.retrain
     assert held.decision.reasons[-1].startswith("retrain held back: a retrain was requested on")
 
-    with pytest.raises(GlueError, match="no validated transactions .* 2026-06-01"):
-        monitor.check(settings, dt.date(2026, 6, 1))
+    with pytest.raises(GlueError, match="no validated events .* 2026-06-01"):
+        monitor.check(settings, model, dt.date(2026, 6, 1))
 
 
 @pytest.mark.slow
-def test_the_current_window_is_what_glue_serve_answered(champion_project: Path) -> None:
-    """Transactions scored through the real server land in the prediction log, which the check reads."""
-    import time
+def test_check_all_checks_every_model_on_the_newest_day(champion_project: Path) -> None:
+    settings = get_settings()
+    results = monitor.check_all(settings)
+    assert [r.model for r in results] == [m.name for m in settings.models]
+    assert {r.day for r in results} == {START + dt.timedelta(days=59)}
+    one = monitor.check_all(settings, START + dt.timedelta(days=59), settings.models[-1].name)
+    assert [r.model for r in one] == [settings.models[-1].name]
 
-    from fastapi.testclient import TestClient
 
-    from glue import prediction_log, serving
+@pytest.mark.slow
+def test_the_current_window_is_what_the_server_logged_for_this_model(champion_project: Path) -> None:
+    """Enough served predictions of the champion in the prediction log: they are the current window.
+
+    The lines are written in the log's format (glue/prediction_log.py), one per scored event, next
+    to lines of another model that must be left out.
+    """
+    import pandas as pd
+
+    from glue import prediction_log, tracking
 
     settings = get_settings()
-    day = START + dt.timedelta(days=59)  # the online store holds the features of the last snapshot
-    tx = features.read_transactions(settings)
-    todays = tx[tx["event_timestamp"].dt.date == day]
-    bodies = [{"transaction_id": str(r.transaction_id), "customer_id": int(r.customer_id),
-               "merchant_id": int(r.merchant_id), "amount": float(r.amount), "channel": str(r.channel),
-               "card_present": bool(r.card_present), "event_timestamp": r.event_timestamp.isoformat()}
-              for r in todays.itertuples()]
-    app = serving.create_app(settings, serving.ServingParams(poll_seconds=0.2, unknown_entities="score"))
-    with TestClient(app) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/ready").status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for start in range(0, len(bodies), 100):
-            answer = client.post("/predict", json={"transactions": bodies[start:start + 100]})
-            assert answer.status_code == 200, answer.text
-    # leaving the client stops the app, which flushes the prediction log
-    served = prediction_log.read_served(settings, day, day + dt.timedelta(days=1), "1")
-    assert len(served) == len(bodies)
+    model = _model(settings, "binary_classification")
+    day = START + dt.timedelta(days=59)
+    events = features.read_events(settings)
+    todays = events[events["event_timestamp"].dt.date == day].reset_index(drop=True)
+    frame, columns = features.scoring_frame(settings, model, todays)
+    champion = tracking.get_alias(model.name, "champion")
+    scores = training.predict(tracking.load_sklearn_model(champion.uri), model.task, frame[columns])
+    folder = prediction_log.log_folder(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{day}.jsonl").open("w") as fh:
+        for (_, row), score in zip(frame.iterrows(), scores, strict=True):
+            for name in (model.name, "some-other-model"):
+                fh.write(json.dumps({
+                    "timestamp": f"{day}T23:00:00+00:00", "request_id": "r", "model_name": name,
+                    "model_version": champion.version, "arm": "champion",
+                    "request": {"event_timestamp": row["event_timestamp"].isoformat()},
+                    "features": {c: None if pd.isna(row[c]) else float(row[c]) for c in columns},
+                    "score": float(score)}) + "\n")
 
-    result = monitor.check(settings, day)
+    result = monitor.check(settings, model, day)
     record = json.loads((result.out_dir / "decision.json").read_text())
-    assert record["windows"]["current_source"].startswith(f"prediction log ({len(bodies)} served")
-    assert result.current_rows == len(bodies)
+    assert record["windows"]["current_source"].startswith(f"prediction log ({len(frame)} served")
+    assert result.current_rows == len(frame)
     assert result.decision.drift, result.summary()  # after the shift, as the offline check found

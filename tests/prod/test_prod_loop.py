@@ -11,7 +11,7 @@ removed when the run ends. In order:
 2. the README's sequence in one project: `glue run` on the local profile, then `glue run` on prod
    (dvc repro re-runs what the prod stores lack): features in PostgreSQL and Redis, the run and
    model in the tracking server, a champion there;
-3. a glue_monitoring DAG run triggered through Airflow's REST API, executed by the Celery worker;
+3. a glue_monitoring__<model> DAG run triggered through Airflow's REST API, executed by the Celery worker;
 4. `glue serve` on prod answers from Redis with the server's champion;
 5. `glue services stop` leaves no process behind.
 
@@ -126,8 +126,8 @@ def test_anonymous_requests_are_refused_and_credentials_are_private(
     status, body = _status(f"{_airflow(env)}/api/v2/dags",
                            {"Authorization": f"Bearer {_airflow_token(root, env)}"})
     assert status == 200
-    assert {d["dag_id"] for d in json.loads(body)["dags"]} >= {"glue_features", "glue_monitoring",
-                                                              "glue_training"}
+    assert {d["dag_id"] for d in json.loads(body)["dags"]} >= {
+        "glue_features", "glue_monitoring__fraud-detector", "glue_training__fraud-detector"}
 
     credentials = root / ".glue" / "prod" / "credentials.env"
     assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
@@ -177,7 +177,7 @@ def test_a_dag_run_through_the_api_is_executed_by_the_celery_worker(
         prod: tuple[Path, dict[str, str]]) -> None:
     root, env = prod
     headers = {"Authorization": f"Bearer {_airflow_token(root, env)}", "content-type": "application/json"}
-    base = f"{_airflow(env)}/api/v2/dags/glue_monitoring"
+    base = f"{_airflow(env)}/api/v2/dags/glue_monitoring__fraud-detector"
     assert _status(base, headers, json.dumps({"is_paused": False}).encode(), "PATCH")[0] == 200
     run_id = f"prod-test-{uuid.uuid4().hex[:8]}"
     trigger = {"logical_date": f"{LAST_DAY}T00:00:00Z", "dag_run_id": run_id}
