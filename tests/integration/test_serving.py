@@ -1,8 +1,10 @@
-"""`glue serve` and `glue score-batch` against the real tools: Feast online/offline, an MLflow champion.
+"""`glue serve` and `glue score-batch` against the real tools: Feast online/offline, MLflow champions.
 
 One small project per module (15 demo days x 200 transactions, validated, features materialized,
-a model trained and promoted; ~40 s), then the FastAPI app through TestClient, and once the real
-`glue serve` under uvicorn for the hot reload under load.
+both demo models trained and promoted; ~60 s), then the FastAPI app through TestClient, and once
+the real `glue serve` under uvicorn for the hot reload under load. The demo serves two models on
+one Feast repo: fraud-detector (binary; join keys customer_id, merchant_id and the transaction's
+request fields) and customer-spend (regression; customer_id only).
 """
 
 from __future__ import annotations
@@ -36,13 +38,16 @@ from glue.settings import Settings, get_settings
 
 pytestmark = pytest.mark.slow
 
-MODEL = "fraud-detector"
+FRAUD = "fraud-detector"
+SPEND = "customer-spend"
+FRAUD_ROUTE = f"/models/{FRAUD}/predict"
+SPEND_ROUTE = f"/models/{SPEND}/predict"
 NOW = "2026-01-16T09:30:00Z"  # the morning after the last batch: the online store's latest snapshot
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """A project with a materialized online store and a promoted champion (version 1).
+    """A project with a materialized online store and both models promoted (version 1 each).
 
     Module-scoped (the function-scoped `tmp_project` fixture would rebuild it for every test);
     it copies the same files as tests/conftest.py does.
@@ -64,13 +69,14 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 @pytest.fixture(scope="module")
 def known(project: Settings) -> pd.DataFrame:
-    """Transactions of the last day: their customers and merchants are in the online store."""
-    tx = features.read_transactions(project)
+    """Events of the last day: their customers and merchants are in the online store."""
+    tx = features.read_events(project)
     last = tx["event_timestamp"].dt.floor("D").max()
     return tx[tx["event_timestamp"] >= last].drop_duplicates("customer_id").reset_index(drop=True)
 
 
-PREDICT_200 = 'glue_serve_requests_total{route="/predict",status="200"}'
+def _route_200(route: str) -> str:
+    return f'glue_serve_requests_total{{route="{route}",status="200"}}'
 
 
 def _sample(metrics: str, name: str) -> float:
@@ -82,6 +88,7 @@ def _sample(metrics: str, name: str) -> float:
 
 
 def _txn(row: Any, **changes: Any) -> dict[str, Any]:
+    """A fraud-detector request row from an event (fields set to ... are left out)."""
     body = {"transaction_id": str(row.transaction_id), "customer_id": int(row.customer_id),
             "merchant_id": int(row.merchant_id), "amount": float(row.amount), "channel": str(row.channel),
             "card_present": bool(row.card_present), "event_timestamp": NOW}
@@ -124,139 +131,217 @@ def _parsed(line: str) -> dict | None:
         return None
 
 
-def _wait_challenger(client: Any, version: str, timeout: float = 30.0) -> dict[str, Any]:
+def _wait_challenger(client: Any, version: str, model: str = FRAUD, timeout: float = 30.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
-    while (ready := client.get("/ready").json()).get("challenger_version") != version:
+    while (ready := client.get("/ready").json())["models"][model].get("challenger_version") != version:
         assert time.monotonic() < deadline, ready
         time.sleep(0.1)
     return ready
 
 
-def _copy_of_champion(settings: Settings, tags: dict[str, str] | None = None) -> str:
-    """A new registered version of the champion's model (a retrain without the wait)."""
-    ref = tracking.get_alias(MODEL, contract.CHAMPION)
+def _copy_of_champion(settings: Settings, model: str = FRAUD, tags: dict[str, str] | None = None) -> str:
+    """A new registered version of a model's champion (a retrain without the wait)."""
+    ref = tracking.get_alias(model, contract.CHAMPION)
     assert ref is not None
-    return tracking.register_model(ref.source, MODEL, {**ref.tags, **(tags or {})})
+    return tracking.register_model(ref.source, model, {**ref.tags, **(tags or {})})
 
 
 # --- the answers ---------------------------------------------------------------------------------------
 
 
-def test_predicts_one_transaction_and_a_batch(project: Settings, known: pd.DataFrame) -> None:
+def test_predicts_both_models_one_row_and_a_batch(project: Settings, known: pd.DataFrame) -> None:
     with _client(project) as client:
         assert client.get("/health").json() == {"status": "ok"}
         ready = _wait_ready(client)
-        version = ready["version"]
-        assert ready["model"] == MODEL
+        assert set(ready["models"]) == {FRAUD, SPEND}
+        fraud, spend = ready["models"][FRAUD], ready["models"][SPEND]
+        assert fraud["ready"] and spend["ready"] and fraud["task"] == "binary_classification"
+        assert fraud["request"] == {"customer_id": "Int64", "merchant_id": "Int64", "amount": "Float64",
+                                    "channel": "String", "card_present": "Bool",
+                                    "event_timestamp": "UnixTimestamp", "transaction_id": "optional"}
+        assert spend["request"] == {"customer_id": "Int64", "transaction_id": "optional"}
+        version = fraud["version"]
 
         one = _txn(known.iloc[0])
-        answer = client.post("/predict", json={"transactions": [one]})
+        answer = client.post(FRAUD_ROUTE, json={"instances": [one]})
         assert answer.status_code == 200, answer.text
         body = answer.json()
         (p,) = body["predictions"]
         assert 0.0 <= p["score"] <= 1.0 and p["transaction_id"] == one["transaction_id"]
-        threshold = project.params.train.decision_threshold
+        threshold = project.model(FRAUD).decision_threshold
+        assert body["threshold"] == threshold
         assert p["decision"] == ("flag" if p["score"] >= threshold else "approve")
-        assert body["model"] == {"name": MODEL, "version": version, "alias": "champion"}
+        assert p["arm"] == "champion" and p["model_version"] == version
+        assert body["model"] == {"name": FRAUD, "version": version, "alias": "champion"}
         assert answer.headers["x-request-id"] == body["request_id"]
         fresh = body["feature_freshness"]
         assert set(fresh) == {"customer_transactions", "merchant_risk"}
         assert fresh["customer_transactions"]["event_timestamp"] == "2026-01-16T00:00:00+00:00"
         assert fresh["customer_transactions"]["age_seconds"] > 0
 
-        single = client.post("/predict", json=one).json()  # one object without the list
+        single = client.post(FRAUD_ROUTE, json=one).json()  # one object without the list
         assert single["predictions"][0]["score"] == pytest.approx(p["score"])
-        hour = client.post("/predict", json=_txn(known.iloc[0], event_timestamp=..., event_hour=9)).json()
-        assert hour["predictions"][0]["score"] == pytest.approx(p["score"])
+        invocations = client.post(f"/models/{FRAUD}/invocations", json=one).json()
+        assert invocations["predictions"][0]["score"] == pytest.approx(p["score"])
+        no_id = client.post(FRAUD_ROUTE, json=_txn(known.iloc[0], transaction_id=...)).json()
+        assert "transaction_id" not in no_id["predictions"][0]
 
         rows = [_txn(r) for r in known.head(50).itertuples()]
-        batch = client.post("/predict", json={"transactions": rows})
+        batch = client.post(FRAUD_ROUTE, json={"instances": rows})
         assert batch.status_code == 200, batch.text
         scored = batch.json()["predictions"]
         assert [s["transaction_id"] for s in scored] == [r["transaction_id"] for r in rows]
         assert all(0.0 <= s["score"] <= 1.0 and s["model_version"] == version for s in scored)
 
-        # the log has each prediction with the features it was scored on, equal to the reference path
+        # the regression: its own route, its own (smaller) request, a prediction per row
+        customers = [{"customer_id": int(c)} for c in known["customer_id"].head(20)]
+        spent = client.post(SPEND_ROUTE, json={"instances": customers})
+        assert spent.status_code == 200, spent.text
+        spent_body = spent.json()
+        assert spent_body["model"] == {"name": SPEND, "version": spend["version"], "alias": "champion"}
+        assert "threshold" not in spent_body
+        assert set(spent_body["feature_freshness"]) == {"customer_transactions"}
+        values = spent_body["predictions"]
+        assert len(values) == 20 and all(set(v) == {"prediction", "arm", "model_version"} for v in values)
+        assert all(isinstance(v["prediction"], float) and v["prediction"] == v["prediction"] for v in values)
+        with_id = client.post(SPEND_ROUTE, json={"customer_id": int(known.iloc[0].customer_id),
+                                                 "transaction_id": "t-1"}).json()
+        assert with_id["predictions"][0]["transaction_id"] == "t-1"
+
+        # with several models, /predict names the routes instead of guessing
+        unrouted = client.post("/predict", json=one)
+        assert unrouted.status_code == 404 and FRAUD_ROUTE in unrouted.json()["message"]
+        assert SPEND_ROUTE in unrouted.json()["message"]
+        nobody = client.post("/models/nobody/predict", json=one)
+        assert nobody.status_code == 404 and "no model 'nobody'" in nobody.json()["message"]
+
+        # the log has each prediction with its request and features, equal to the reference path
         logged = _log_lines(project, {batch.json()["request_id"]}, want=50)
         assert len(logged) == 50 and {r["arm"] for r in logged} == {"champion"}
         first = logged[0]
-        assert first["transaction_id"] == rows[0]["transaction_id"] and first["model_version"] == version
-        reference = features.online_features(project, rows[:10])
+        assert first["model_name"] == FRAUD and first["model_version"] == version
+        assert first["request"] == {**rows[0], "event_timestamp": "2026-01-16T09:30:00+00:00"}
+        assert first["decision"] in ("flag", "approve") and "prediction" not in first
+        at = dt.datetime(2026, 1, 16, 9, 30, tzinfo=dt.UTC)
+        entity_rows = [{k: v for k, v in r.items() if k != "transaction_id"} | {"event_timestamp": at}
+                       for r in rows[:10]]
+        reference = features.online_features(project, project.model(FRAUD), entity_rows)
         for record, (_, expected) in zip(logged[:10], reference.iterrows(), strict=True):
             for column, value in record["features"].items():
                 assert value == pytest.approx(expected[column], nan_ok=True), column
+        spend_logged = _log_lines(project, {spent_body["request_id"]}, want=20)
+        assert {r["model_name"] for r in spend_logged} == {SPEND}
+        assert all("prediction" in r and "score" not in r for r in spend_logged)
 
         metrics = client.get("/metrics").text
-    assert _sample(metrics, PREDICT_200) == 4.0
-    assert 'glue_serve_request_latency_seconds_bucket{le="0.005",route="/predict"}' in metrics
-    assert f'glue_serve_model_version{{alias="champion",model="{MODEL}"}} {float(version)}' in metrics
-    assert 'glue_serve_predictions_total{arm="champion"} 53.0' in metrics
+    assert _sample(metrics, _route_200(FRAUD_ROUTE)) == 4.0  # and one on /models/<name>/invocations
+    assert _sample(metrics, _route_200(SPEND_ROUTE)) == 2.0
+    assert f'glue_serve_request_latency_seconds_bucket{{le="0.005",route="{FRAUD_ROUTE}"}}' in metrics
+    assert f'glue_serve_model_version{{alias="champion",model="{FRAUD}"}} {float(version)}' in metrics
+    assert f'glue_serve_predictions_total{{arm="champion",model="{FRAUD}"}} 54.0' in metrics
+    assert f'glue_serve_predictions_total{{arm="champion",model="{SPEND}"}} 21.0' in metrics
+    assert f'glue_serve_ready{{model="{SPEND}"}} 1.0' in metrics
+
+
+def test_one_model_project_answers_on_predict_too(project: Settings, known: pd.DataFrame) -> None:
+    params = project.params.model_copy(update={"models": {FRAUD: project.model(FRAUD)}})
+    alone = project.model_copy(update={"params": params})
+    with _client(alone) as client:
+        ready = _wait_ready(client)
+        assert set(ready["models"]) == {FRAUD}
+        one = _txn(known.iloc[0])
+        plain = client.post("/predict", json=one)
+        assert plain.status_code == 200, plain.text
+        routed = client.post(FRAUD_ROUTE, json=one).json()
+        assert plain.json()["predictions"][0]["score"] == pytest.approx(routed["predictions"][0]["score"])
+        assert client.post("/invocations", json={"instances": [one]}).status_code == 200
+        assert serving.routes_of(alone) == [FRAUD_ROUTE, "/predict"]
 
 
 def test_bad_input_gets_a_4xx_naming_the_field(project: Settings, known: pd.DataFrame) -> None:
     good = _txn(known.iloc[0])
-    cases: list[tuple[Any, int, str]] = [
-        ({"transactions": [_txn(known.iloc[0], customer_id=...)]}, 422, "transactions[0].customer_id"),
-        ({"transactions": [good, {**good, "colour": "red"}]}, 422, "transactions[1].colour"),
-        ({"transactions": [{**good, "amount": "abc"}]}, 422, "transactions[0].amount"),
-        ({"transactions": [{**good, "amount": -5}]}, 422, "transactions[0].amount"),
-        ({"transactions": [{**good, "channel": "carrier_pigeon"}]}, 422, "transactions[0].channel"),
-        ({"transactions": [{**good, "card_present": "maybe"}]}, 422, "transactions[0].card_present"),
-        ({"transactions": [_txn(known.iloc[0], event_timestamp=...)]}, 422,
-         "transactions[0].event_timestamp"),
-        ({"transactions": [{**good, "event_hour": 24, "event_timestamp": None}]}, 422,
-         "transactions[0].event_hour"),
-        ({**good, "colour": "red"}, 422, "colour"),
-        ({"transactions": [], }, 422, "transactions"),
-        ({"transactions": [good], "dry_run": True}, 422, "dry_run"),
-        ({"transactions": [good] * 1001}, 413, "transactions"),
-        ({"transactions": [{**good, "customer_id": 987654}]}, 422, "transactions[0].customer_id"),
-        ({"transactions": [good, {**good, "merchant_id": 987655}]}, 422, "transactions[1].merchant_id"),
+    cases: list[tuple[str, Any, int, str]] = [
+        (FRAUD_ROUTE, {"instances": [_txn(known.iloc[0], customer_id=...)]}, 422, "instances[0].customer_id"),
+        (FRAUD_ROUTE, {"instances": [good, {**good, "colour": "red"}]}, 422, "instances[1].colour"),
+        # strict types: no string for a number, no boolean for an integer, no number for a boolean
+        (FRAUD_ROUTE, {"instances": [good, good, good, {**good, "customer_id": "123"}]}, 422,
+         "instances[3].customer_id"),
+        (FRAUD_ROUTE, {"instances": [{**good, "merchant_id": True}]}, 422, "instances[0].merchant_id"),
+        (FRAUD_ROUTE, {"instances": [{**good, "card_present": 1}]}, 422, "instances[0].card_present"),
+        (FRAUD_ROUTE, {"instances": [{**good, "amount": "12.5"}]}, 422, "instances[0].amount"),
+        (FRAUD_ROUTE, {"instances": [{**good, "amount": -5}]}, 422, "instances[0].amount"),
+        (FRAUD_ROUTE, {"instances": [{**good, "channel": "carrier_pigeon"}]}, 422, "instances[0].channel"),
+        (FRAUD_ROUTE, {"instances": [{**good, "event_timestamp": 1768555800}]}, 422,
+         "instances[0].event_timestamp"),
+        (FRAUD_ROUTE, {"instances": [_txn(known.iloc[0], event_timestamp=...)]}, 422,
+         "instances[0].event_timestamp"),
+        (FRAUD_ROUTE, {**good, "colour": "red"}, 422, "colour"),
+        (FRAUD_ROUTE, {"instances": []}, 422, "instances"),
+        (FRAUD_ROUTE, {"instances": [good], "dry_run": True}, 422, "dry_run"),
+        (FRAUD_ROUTE, {"instances": [good] * 1001}, 413, "instances"),
+        (FRAUD_ROUTE, {"instances": [{**good, "customer_id": 987654}]}, 422, "instances[0].customer_id"),
+        (FRAUD_ROUTE, {"instances": [good, {**good, "merchant_id": 987655}]}, 422,
+         "instances[1].merchant_id"),
+        (SPEND_ROUTE, {"instances": [{"customer_id": "7"}]}, 422, "instances[0].customer_id"),
+        (SPEND_ROUTE, {"customer_id": 7, "amount": 5.0}, 422, "amount"),  # not a field of this model
+        (SPEND_ROUTE, {"customer_id": 987654}, 422, "customer_id"),
     ]
     with _client(project) as client:
         _wait_ready(client)
-        for payload, status, field in cases:
-            answer = client.post("/predict", json=payload)
+        for route, payload, status, field in cases:
+            answer = client.post(route, json=payload)
             assert answer.status_code == status, (field, answer.text)
             assert answer.json()["field"] == field, answer.json()
             assert field.split(".")[-1].split("[")[0] in answer.json()["message"]
-        unknown = client.post("/predict", json={"transactions": [{**good, "customer_id": 987654}]}).json()
+        unknown = client.post(FRAUD_ROUTE, json={"instances": [{**good, "customer_id": 987654}]}).json()
         assert "unknown customer_id 987654" in unknown["message"]
         assert unknown["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+        strict = client.post(FRAUD_ROUTE, json={"instances": [{**good, "customer_id": "123"}]}).json()
+        assert strict["message"].startswith("instances[0].customer_id: Input should be a valid integer")
 
         json_type = {"content-type": "application/json"}
-        huge = b'{"transactions": [' + b" " * (1 << 20) + b"]}"
-        answer = client.post("/predict", content=huge, headers=json_type)
+        nan = json.dumps({"instances": [{**good, "amount": float("nan")}]}).encode()  # NaN: not JSON proper
+        answer = client.post(FRAUD_ROUTE, content=nan, headers=json_type)
+        assert answer.status_code == 422 and answer.json()["field"] == "instances[0].amount", answer.text
+        inf = json.dumps({**good, "amount": float("inf")}).encode()
+        assert client.post(FRAUD_ROUTE, content=inf, headers=json_type).json()["field"] == "amount"
+        huge = b'{"instances": [' + b" " * (1 << 20) + b"]}"
+        answer = client.post(FRAUD_ROUTE, content=huge, headers=json_type)
         assert answer.status_code == 413 and answer.json()["field"] == "body"
-        answer = client.post("/predict", content=b'{"transactions": [', headers=json_type)
+        answer = client.post(FRAUD_ROUTE, content=b'{"instances": [', headers=json_type)
         assert answer.status_code == 400 and "not JSON" in answer.json()["message"]
         metrics = client.get("/metrics").text
-    assert 'glue_serve_errors_total{code="INVALID_PARAMETER_VALUE"}' in metrics
-    assert 'glue_serve_requests_total{route="/predict",status="413"} 2.0' in metrics
+    assert f'glue_serve_errors_total{{code="INVALID_PARAMETER_VALUE",model="{FRAUD}"}}' in metrics
+    assert f'glue_serve_requests_total{{route="{FRAUD_ROUTE}",status="413"}} 2.0' in metrics
 
 
 def test_unknown_entities_can_be_scored_when_configured(project: Settings, known: pd.DataFrame) -> None:
     with _client(project, unknown_entities="score") as client:
         _wait_ready(client)
-        answer = client.post("/predict", json=_txn(known.iloc[0], customer_id=987654))
+        answer = client.post(FRAUD_ROUTE, json=_txn(known.iloc[0], customer_id=987654))
         assert answer.status_code == 200, answer.text
         assert 0.0 <= answer.json()["predictions"][0]["score"] <= 1.0
 
 
-def test_not_ready_without_a_champion(project: Settings) -> None:
-    train = project.params.train.model_copy(update={"registered_model_name": "no-such-model"})
-    other = project.model_copy(update={"params": project.params.model_copy(update={"train": train})})
+def test_not_ready_without_a_champion(project: Settings, known: pd.DataFrame) -> None:
+    missing = project.model(SPEND).model_copy(update={"name": "no-such-model"})
+    models = {FRAUD: project.model(FRAUD), missing.name: missing}
+    params = project.params.model_copy(update={"models": models})
+    other = project.model_copy(update={"params": params})
     with _client(other) as client:
         deadline = time.monotonic() + 30
         while "no alias" not in (reason := client.get("/ready").json().get("reason", "")):
             assert time.monotonic() < deadline, reason
             time.sleep(0.1)
-        assert client.get("/ready").status_code == 503
+        ready = client.get("/ready")
+        assert ready.status_code == 503  # ready only when every model is
+        assert ready.json()["models"][FRAUD]["ready"] and not ready.json()["models"]["no-such-model"]["ready"]
         assert client.get("/health").status_code == 200
-        answer = client.post("/predict", json={"transactions": [{"customer_id": 1}]})
+        assert client.post(FRAUD_ROUTE, json=_txn(known.iloc[0])).status_code == 200  # the others answer
+        route = "/models/no-such-model/predict"
+        answer = client.post(route, json={"instances": [{"customer_id": "1"}]})
         assert answer.status_code == 422  # the input is checked first
-        answer = client.post("/predict", json={"customer_id": 1, "merchant_id": 1, "amount": 5.0,
-                                               "channel": "online", "card_present": True, "event_hour": 3})
+        answer = client.post(route, json={"customer_id": 1})
         assert answer.status_code == 503 and "no model loaded" in answer.json()["message"]
 
 
@@ -275,7 +360,8 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
     url = f"http://127.0.0.1:{port}"
     stop = threading.Event()
     seen: list[list[tuple[int, str]]] = [[] for _ in range(4)]
-    before = tracking.get_alias(MODEL, contract.CHAMPION)
+    spend_seen: list[int] = []
+    before = tracking.get_alias(FRAUD, contract.CHAMPION)
     assert before is not None
     try:
         _wait_http_ready(url, server)
@@ -284,8 +370,11 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
             with httpx.Client(base_url=url, timeout=10) as http:
                 i = offset
                 while not stop.is_set():
-                    answer = http.post("/predict", json=_txn(known.iloc[i % len(known)]))
+                    answer = http.post(FRAUD_ROUTE, json=_txn(known.iloc[i % len(known)]))
                     out.append((answer.status_code, answer.json().get("model", {}).get("version", "")))
+                    if offset == 0:  # the other model keeps answering meanwhile
+                        row = {"customer_id": int(known.iloc[i % len(known)].customer_id)}
+                        spend_seen.append(http.post(SPEND_ROUTE, json=row).status_code)
                     i += 1
 
         threads = [threading.Thread(target=hammer, args=(seen[k], k * 7)) for k in range(4)]
@@ -293,7 +382,7 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
             t.start()
         time.sleep(1.0)
         new = _copy_of_champion(project)
-        tracking.set_alias(MODEL, contract.CHAMPION, new)
+        tracking.set_alias(FRAUD, contract.CHAMPION, new)
         deadline = time.monotonic() + 30
         while not any(v == new for part in seen for _, v in part[-5:]):
             assert time.monotonic() < deadline, "the server never switched to the new champion"
@@ -301,8 +390,8 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
         time.sleep(0.5)
 
         # a version that cannot be served (its columns are not in the feature service): kept out
-        broken = _copy_of_champion(project, {contract.FEATURE_COLUMNS: "customer_transactions__no_such"})
-        tracking.set_alias(MODEL, contract.CHAMPION, broken)
+        broken = _copy_of_champion(project, tags={contract.FEATURE_COLUMNS: "customer_transactions__no_such"})
+        tracking.set_alias(FRAUD, contract.CHAMPION, broken)
         time.sleep(1.5)
         stop.set()
         for t in threads:
@@ -311,7 +400,7 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
         ready = httpx.get(f"{url}/ready").json()
     finally:
         stop.set()
-        tracking.set_alias(MODEL, contract.CHAMPION, before.version)
+        tracking.set_alias(FRAUD, contract.CHAMPION, before.version)
         server.send_signal(signal.SIGINT)
         try:
             output, _ = server.communicate(timeout=30)
@@ -322,67 +411,82 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
     answers = [a for part in seen for a in part]
     assert len(answers) > 50
     assert [a for a in answers if a[0] != 200] == [], "requests failed during the switch"
+    assert spend_seen and set(spend_seen) == {200}
     for part in seen:  # each client moves from the old version to the new one, never back
         versions = [v for _, v in part]
         assert set(versions) == {before.version, new}
         assert versions[0] == before.version and versions[-1] == new
         assert versions.index(new) == len(versions) - versions[::-1].index(before.version)
-    assert ready["version"] == new  # the broken version was not taken
-    assert 'glue_serve_model_reloads_total{alias="champion",result="failed"}' in metrics
-    assert f"could not load {MODEL} version {broken}" in output
+    assert ready["models"][FRAUD]["version"] == new  # the broken version was not taken
+    assert f'glue_serve_model_reloads_total{{alias="champion",model="{FRAUD}",result="failed"}}' in metrics
+    assert f"could not load {FRAUD} version {broken}" in output
 
 
 def test_shadow_mode_logs_the_challenger_and_answers_with_the_champion(
         project: Settings, known: pd.DataFrame) -> None:
-    champion = tracking.get_alias(MODEL, contract.CHAMPION)
+    champion = tracking.get_alias(FRAUD, contract.CHAMPION)
     assert champion is not None
     challenger = _copy_of_champion(project)
-    tracking.set_alias(MODEL, contract.CHALLENGER, challenger)
+    tracking.set_alias(FRAUD, contract.CHALLENGER, challenger)
     with _client(project, mode="shadow") as client:
         _wait_ready(client)
         _wait_challenger(client, challenger)
         rows = [_txn(r) for r in known.head(5).itertuples()]
-        body = client.post("/predict", json={"transactions": rows}).json()
+        body = client.post(FRAUD_ROUTE, json={"instances": rows}).json()
         assert {p["model_version"] for p in body["predictions"]} == {champion.version}
         assert {p["arm"] for p in body["predictions"]} == {"champion"}
         logged = _log_lines(project, {body["request_id"]}, want=10)
     arms = {(r["arm"], r["model_version"]) for r in logged}
     assert arms == {("champion", champion.version), ("shadow", challenger)}
     shadow = [r for r in logged if r["arm"] == "shadow"]
-    assert [r["transaction_id"] for r in shadow] == [r["transaction_id"] for r in rows]
+    assert [r["request"]["transaction_id"] for r in shadow] == [r["transaction_id"] for r in rows]
 
 
-def test_ab_split_is_deterministic_per_customer(project: Settings, known: pd.DataFrame) -> None:
+def test_ab_split_is_deterministic_per_entity(project: Settings, known: pd.DataFrame) -> None:
     challenger = _copy_of_champion(project)
-    tracking.set_alias(MODEL, contract.CHALLENGER, challenger)
+    tracking.set_alias(FRAUD, contract.CHALLENGER, challenger)
+    spend_challenger = _copy_of_champion(project, SPEND)
+    tracking.set_alias(SPEND, contract.CHALLENGER, spend_challenger)
     rows = [_txn(r) for r in known.head(60).itertuples()]
     with _client(project, mode="ab", challenger_weight=0.5) as client:
         _wait_ready(client)
         ready = _wait_challenger(client, challenger)
-        first = client.post("/predict", json={"transactions": rows}).json()["predictions"]
-        again = [client.post("/predict", json=r).json()["predictions"][0] for r in rows[:20]]
+        _wait_challenger(client, spend_challenger, SPEND)
+        first = client.post(FRAUD_ROUTE, json={"instances": rows}).json()["predictions"]
+        again = [client.post(FRAUD_ROUTE, json=r).json()["predictions"][0] for r in rows[:20]]
+        customers = [{"customer_id": r["customer_id"]} for r in rows]
+        spend = client.post(SPEND_ROUTE, json={"instances": customers}).json()["predictions"]
     arms = [p["arm"] for p in first]
     assert set(arms) == {"champion", "challenger"}
-    assert arms[:20] == [p["arm"] for p in again]  # same customer, same arm, batch or not
-    for row, p in zip(rows, first, strict=True):
-        assert p["arm"] == serving.ab_arm(row["customer_id"], 0.5)
-        assert p["model_version"] == (challenger if p["arm"] == "challenger" else ready["version"])
+    assert arms[:20] == [p["arm"] for p in again]  # same entity, same arm, batch or not
+    for row, p in zip(rows, first, strict=True):  # the fraud model's entity: both of its join keys
+        assert p["arm"] == serving.ab_arm((row["customer_id"], row["merchant_id"]), 0.5)
+        assert p["model_version"] == (challenger if p["arm"] == "challenger"
+                                      else ready["models"][FRAUD]["version"])
+    for row, p in zip(customers, spend, strict=True):  # the spend model's: the customer alone
+        assert p["arm"] == serving.ab_arm((row["customer_id"],), 0.5)
+        assert p["model_version"] == (spend_challenger if p["arm"] == "challenger"
+                                      else ready["models"][SPEND]["version"])
+    assert {p["arm"] for p in spend} == {"champion", "challenger"}
 
 
 def test_store_outage_answers_503_and_recovers(project: Settings, known: pd.DataFrame) -> None:
     online = project.project_dir / ".glue" / "feast" / "online_store.db"
     assert online.is_file()
     original = online.read_bytes()
-    request = {"transactions": [_txn(known.iloc[0])]}
+    request = {"instances": [_txn(known.iloc[0])]}
+    spend_request = {"customer_id": int(known.iloc[0].customer_id)}
     with _client(project) as client:
         _wait_ready(client)
-        assert client.post("/predict", json=request).status_code == 200
+        assert client.post(FRAUD_ROUTE, json=request).status_code == 200
+        assert client.post(SPEND_ROUTE, json=spend_request).status_code == 200
         try:
             with open(online, "r+b") as fh:  # the same file, unreadable: a broken disk or copy
                 fh.write(b"not a database " * (len(original) // 15))
-            down = client.post("/predict", json=request)
+            down = client.post(FRAUD_ROUTE, json=request)
             assert down.status_code == 503, down.text
             assert "feature store" in down.json()["message"]
+            assert client.post(SPEND_ROUTE, json=spend_request).status_code == 503
             ready = client.get("/ready")
             assert ready.status_code == 503 and "feature store" in ready.json()["reason"]
             assert client.get("/health").status_code == 200
@@ -390,41 +494,52 @@ def test_store_outage_answers_503_and_recovers(project: Settings, known: pd.Data
             with open(online, "r+b") as fh:
                 fh.write(original)
         deadline = time.monotonic() + 20
-        while (answer := client.post("/predict", json=request)).status_code != 200:
+        while (answer := client.post(FRAUD_ROUTE, json=request)).status_code != 200:
             assert time.monotonic() < deadline, answer.text
             time.sleep(0.2)
+        assert client.post(SPEND_ROUTE, json=spend_request).status_code == 200
         _wait_ready(client, timeout=20)
         metrics = client.get("/metrics").text
-    assert 'glue_serve_errors_total{code="TEMPORARILY_UNAVAILABLE"}' in metrics
+    assert f'glue_serve_errors_total{{code="TEMPORARILY_UNAVAILABLE",model="{FRAUD}"}}' in metrics
 
 
 # --- batch scoring -------------------------------------------------------------------------------------
 
 
-def test_score_batch_one_day_and_all(project: Settings) -> None:
-    tx = features.read_transactions(project)
+def test_score_batch_one_day_and_all_for_both_models(project: Settings) -> None:
+    tx = features.read_events(project)
     day = dt.date(2026, 1, 15)
     on_day = tx[tx["event_timestamp"].dt.date == day]
-    champion = tracking.get_alias(MODEL, contract.CHAMPION)
+    fraud = project.model(FRAUD)
+    champion = tracking.get_alias(FRAUD, contract.CHAMPION)
     assert champion is not None
 
-    result = batch_scoring.score_batch(project, day)
-    assert result.path == project.data_dir / "scores" / "2026-01-15.parquet"
+    result = batch_scoring.score_batch(project, fraud, day)
+    assert result.path == project.data_dir / "scores" / FRAUD / "2026-01-15.parquet"
     scores = pd.read_parquet(result.path)
-    assert list(scores.columns) == list(batch_scoring.OUTPUT_COLUMNS)
+    assert {"transaction_id", "event_timestamp", "customer_id", "merchant_id", "score", "decision",
+            "model_name", "model_version"} <= set(scores.columns)
     assert len(scores) == len(on_day) == result.rows
     assert set(scores["transaction_id"]) == set(on_day["transaction_id"])
     assert scores["score"].between(0, 1).all()
     assert set(scores["model_version"]) == {champion.version}
-    threshold = project.params.train.decision_threshold
+    threshold = fraud.decision_threshold
     assert ((scores["score"] >= threshold) == (scores["decision"] == "flag")).all()
     assert "2026-01-15" in result.summary()
     assert not list(result.path.parent.glob("*.tmp"))
 
-    everything = batch_scoring.score_batch(project, None)
+    everything = batch_scoring.score_batch(project, fraud, None)
     assert everything.path.name == "all.parquet" and everything.rows == len(tx)
-    with pytest.raises(GlueError, match="no validated transactions on 2027-01-01"):
-        batch_scoring.score_batch(project, dt.date(2027, 1, 1))
+    with pytest.raises(GlueError, match="no validated events on 2027-01-01"):
+        batch_scoring.score_batch(project, fraud, dt.date(2027, 1, 1))
+
+    # the regression scores each customer seen that day, as of the day's end
+    spend = batch_scoring.score_batch(project, project.model(SPEND), day)
+    assert spend.path == project.data_dir / "scores" / SPEND / "2026-01-15.parquet"
+    predicted = pd.read_parquet(spend.path)
+    assert "prediction" in predicted.columns and "score" not in predicted.columns
+    assert set(predicted["customer_id"]) == set(on_day["customer_id"]) and len(predicted) == spend.rows
+    assert predicted["prediction"].notna().all() and set(predicted["model_name"]) == {SPEND}
 
 
 # --- helpers -------------------------------------------------------------------------------------------
