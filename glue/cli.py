@@ -237,7 +237,7 @@ def _parse_day(value: str) -> date:
 
 @cli.group("airflow")
 def airflow_group() -> None:
-    """The loop in Airflow: DAG glue_features, and per model glue_training__<model>, glue_monitoring__<model>."""
+    """The loop in Airflow: glue_features, and per model glue_training__<model>, glue_monitoring__<model>."""
 
 
 @airflow_group.command("init")
