@@ -24,7 +24,9 @@ from feast import (
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Bool, Float64, Int64, String, UnixTimestamp
 
-project = Project(name="fraud", description="Card issuer: customer and merchant features, fraud and spend models")
+project = Project(
+    name="fraud", description="Card issuer: customer and merchant features, fraud and spend models"
+)
 
 # The card holder and the merchant of a transaction. Their ids are integers in the raw batches.
 customer = Entity(

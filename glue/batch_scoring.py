@@ -81,7 +81,8 @@ def score_batch(settings: Settings, model: ModelSpec, day: dt.date | None = None
     name = model.name
     ref = tracking.get_alias(name, alias)
     if ref is None:
-        raise GlueError(f"registered model '{name}' has no '{alias}' version; run `glue train --model {name}` "
+        raise GlueError(f"registered model '{name}' has no '{alias}' version; run "
+                        f"`glue train --model {name}` "
                         "and `glue promote` first")
     columns = contract.feature_columns(ref.tags)
     if not columns:
@@ -124,7 +125,8 @@ def score_batch(settings: Settings, model: ModelSpec, day: dt.date | None = None
     folder = settings.data_dir / SCORES_DIR / name
     path = folder / (f"{day:%Y-%m-%d}.parquet" if day else "all.parquet")
     atomic.write_with(path, lambda tmp: out.to_parquet(tmp, index=False))
-    table = write_table(out, settings.warehouse_uri, day, scores_table(name)) if settings.warehouse_uri else None
+    table = (write_table(out, settings.warehouse_uri, day, scores_table(name))
+             if settings.warehouse_uri else None)
     return BatchScoreResult(path=path, table=table, day=day, rows=len(out), flagged=flagged,
                             model_name=name, model_version=ref.version, threshold=threshold,
                             seconds=time.perf_counter() - start)

@@ -69,8 +69,9 @@ def demo_data_cmd(out: Path | None, overrides: tuple[str, ...]) -> None:
         if not sep:
             raise click.BadParameter(f"'{item}' is not KEY=VALUE", param_hint="--set")
         demo[key] = yaml.safe_load(value)
-    result = project_code.load_callable(spec, settings.project_dir, "data.generator")(demo, out or settings.raw_dir)
-    click.echo(result.summary() if hasattr(result, "summary") else f"wrote demo data to {out or settings.raw_dir}")
+    target = out or settings.raw_dir
+    result = project_code.load_callable(spec, settings.project_dir, "data.generator")(demo, target)
+    click.echo(result.summary() if hasattr(result, "summary") else f"wrote demo data to {target}")
 
 
 @cli.command("init")

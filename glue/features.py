@@ -58,10 +58,12 @@ class FeaturesResult:
     def summary(self) -> str:
         timing = ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
         tables = ", ".join(f"{name} {rows} rows" for name, rows in self.tables.items()) or "none"
-        window = (f"materialized {self.materialized_start:%Y-%m-%d %H:%M} .. {self.materialized_end:%Y-%m-%d %H:%M}"
-                  " UTC to the online store" if self.materialized_end else "nothing to materialize")
+        window = (f"materialized {self.materialized_start:%Y-%m-%d %H:%M} .. "
+                  f"{self.materialized_end:%Y-%m-%d %H:%M} UTC to the online store"
+                  if self.materialized_end else "nothing to materialize")
         return (f"features: tables {tables}\n"
-                f"feast apply: views {', '.join(self.feature_views)}; services {', '.join(self.feature_services)}\n"
+                f"feast apply: views {', '.join(self.feature_views)}; "
+                f"services {', '.join(self.feature_services)}\n"
                 f"{window}\ntime: {timing}")
 
 
@@ -174,8 +176,8 @@ def training_frame(settings: Settings, model: ModelSpec, *, until: dt.datetime |
     label = model.label.field
     joined = _join_features(settings, store, inputs, rows, extra=[label])
     keep = [*_input_columns(inputs), *inputs.columns, label]
-    return TrainingFrame(df=joined[keep], feature_columns=inputs.columns, feature_service=inputs.feature_service,
-                         feature_refs=inputs.refs, label_column=label)
+    return TrainingFrame(df=joined[keep], feature_columns=inputs.columns,
+                         feature_service=inputs.feature_service, feature_refs=inputs.refs, label_column=label)
 
 
 def scoring_frame(settings: Settings, model: ModelSpec, events: pd.DataFrame,
@@ -237,7 +239,7 @@ def read_label_rows(settings: Settings, model: ModelSpec, store: FeatureStore | 
         rows = feature_store.label_rows(settings, store, label.view)
         path, keys, ts, known = rows.path, rows.join_keys, rows.event_timestamp, rows.known_at
     else:
-        path = Path(label.source) if Path(label.source).is_absolute() else settings.project_dir / label.source
+        path = _label_source_path(settings, label.source)
         keys, ts, known = label.join_keys, label.event_timestamp, label.known_at
     files = sorted(path.glob("*.parquet")) if path.is_dir() else ([path] if path.is_file() else [])
     wanted = list(dict.fromkeys([*keys, ts, *([known] if known else []), label.field]))
@@ -290,6 +292,17 @@ def _with_service_inputs(settings: Settings, model: ModelSpec, inputs: ServiceIn
                f" and cannot be matched to the event batches on {', '.join(keys) or 'no key'}"))
     completed = labels.merge(events[[*keys, *missing]], on=keys, how="inner")
     return completed
+
+
+def _label_source_path(settings: Settings, source: str) -> Path:
+    """A labels source path: relative to the project, with data/raw/... following the settings'
+    raw_dir (GLUE_RAW_DIR, the simulation's replay folder) like every other raw input."""
+    path = Path(source)
+    if path.is_absolute():
+        return path
+    if path.parts[:2] == ("data", "raw"):
+        return settings.raw_dir.joinpath(*path.parts[2:])
+    return settings.project_dir / path
 
 
 def _label_origin(model: ModelSpec) -> str:

@@ -1,7 +1,7 @@
 """`glue init`: a new project around a team's existing Feast repo, as `feast init` and `kedro new` do.
 
-Why: a project is configuration, not code (README: Architecture). Everything glue needs beyond the team's Feast
-repo is derived from what that repo declares: the model specs of params.yaml name its feature
+Why: a project is configuration, not code (README: Architecture). Everything glue needs beyond the
+team's Feast repo is derived from what that repo declares: the model specs of params.yaml name its feature
 services and label views, the validation suite takes its columns and dtypes from the Feast schema,
 and the pipeline (dvc.yaml, dags/) is the same for every project, copied from the demo project that
 ships with glue. Everything is checked before anything is written, and an existing project is never

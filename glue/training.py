@@ -171,7 +171,8 @@ def train(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = No
         metrics = evaluation_metrics(model.task, y_valid, predictions, model.decision_threshold)
         metrics.update(train_rows=len(train_df), validation_rows=len(valid_df))
         if model.task == BINARY:
-            metrics.update(train_positives=int(train_df[label].sum()), validation_positives=int(y_valid.sum()))
+            metrics.update(train_positives=int(train_df[label].sum()),
+                           validation_positives=int(y_valid.sum()))
         spec = {"task": model.task, "estimator": model.estimator.model_dump(),
                 "validation_days": model.validation_days, "random_state": model.random_state,
                 "decision_threshold": model.decision_threshold}
@@ -469,7 +470,8 @@ def _write_dvc_outputs(project_dir: Path, model: ModelSpec, metrics: dict[str, f
                   "pr_curve.csv": pd.DataFrame({"recall": recall, "precision": precision})}
     else:
         order = np.argsort(predictions, kind="stable")
-        curves = {"predicted_vs_actual.csv": pd.DataFrame({"actual": y[order], "predicted": predictions[order]}),
+        curves = {"predicted_vs_actual.csv": pd.DataFrame({"actual": y[order],
+                                                           "predicted": predictions[order]}),
                   "residuals.csv": pd.DataFrame({"predicted": predictions[order],
                                                  "residual": (y - predictions)[order]})}
     folder = project_dir / plots_dir(model.name)

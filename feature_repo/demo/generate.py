@@ -138,7 +138,8 @@ def generate(params: DemoParams | dict[str, Any], out_dir: Path) -> DemoDataResu
         try:
             params = DemoParams.model_validate(params or {})
         except ValidationError as exc:
-            fields = "; ".join(f"field 'demo.{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())
+            fields = "; ".join(f"field 'demo.{'.'.join(map(str, e['loc']))}': {e['msg']}"
+                               for e in exc.errors())
             raise GlueError(f"params.yaml {fields}") from None
     start, shift_day = _check(params)
     out_dir = Path(out_dir)

@@ -15,8 +15,8 @@ DEMO_NAMES = ("customer_id", "merchant_id", "transaction_id", "is_fraud", "amoun
               "merchant_category", "spend_next_7d", "fraud", "merchant", "customer", "fraud-detector",
               "customer-spend", "fraud_model_v1", "spend_model_v1", "customer_transactions", "merchant_risk",
               "transaction_labels", "transaction_request")
-PATTERN = re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(re.escape(n) for n in DEMO_NAMES) + r")s?(?![A-Za-z0-9_])",
-                     re.IGNORECASE)
+PATTERN = re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(re.escape(n) for n in DEMO_NAMES)
+                     + r")s?(?![A-Za-z0-9_])", re.IGNORECASE)
 
 
 def test_no_demo_identifier_in_the_library() -> None:
@@ -24,7 +24,8 @@ def test_no_demo_identifier_in_the_library() -> None:
     for path in sorted(GLUE.rglob("*.py")):
         for number, line in enumerate(path.read_text().splitlines(), 1):
             for match in PATTERN.finditer(line):
-                found.append(f"{path.relative_to(GLUE.parent)}:{number}: {match.group(0)!r} in {line.strip()}")
+                where = f"{path.relative_to(GLUE.parent)}:{number}"
+                found.append(f"{where}: {match.group(0)!r} in {line.strip()}")
     assert not found, "demo names inside glue/:\n" + "\n".join(found)
 
 
