@@ -538,17 +538,11 @@ def _prometheus(result: CheckResult) -> str:
 def _log_to_mlflow(settings: Settings, model: ModelSpec, result: CheckResult,
                    champion: VersionRef | None) -> str:
     """One run per checked day in the model's monitoring experiment; re-running a day reuses it."""
-    import mlflow
-
     from glue import tracking
 
     experiment_id = tracking.ensure_experiment(settings, model.monitoring.experiment_name
                                                or f"{model.name}-monitoring")
     day = result.day.isoformat()
-    existing = mlflow.search_runs(
-        [experiment_id], output_format="list", max_results=1,
-        filter_string=f"tags.`{contract.MONITOR_DAY}` = '{day}' and "
-                      f"tags.`{contract.MONITOR_MODEL}` = '{model.name}'")
     tags = {
         contract.MONITOR_DAY: day,
         contract.MONITOR_MODEL: result.model,
@@ -569,13 +563,11 @@ def _log_to_mlflow(settings: Settings, model: ModelSpec, result: CheckResult,
         metrics |= {f"drift_score.{c}": v for c, v in result.drift.scores.items()}
     if result.quality and result.quality.value is not None:
         metrics[f"quality.{result.quality.metric}"] = result.quality.value
-    with mlflow.start_run(run_id=existing[0].info.run_id if existing else None,
-                          experiment_id=None if existing else experiment_id,
-                          run_name=f"check-{day}", tags=None if existing else tags) as run:
-        mlflow.set_tags(tags)
-        mlflow.log_metrics(metrics, model_id=champion.model_id if champion else None)
-        mlflow.log_artifacts(str(result.out_dir), artifact_path=contract.MONITORING_ARTIFACT_DIR)
-        run_id = run.info.run_id
+    run_id = tracking.log_check_run(
+        experiment_id, run_name=f"check-{day}",
+        match={contract.MONITOR_DAY: day, contract.MONITOR_MODEL: model.name}, tags=tags, metrics=metrics,
+        artifacts=result.out_dir, artifact_path=contract.MONITORING_ARTIFACT_DIR,
+        model_id=champion.model_id if champion else None)
     if champion is not None:
         flags = " ".join(f"{k}={tags[key]}" for k, key in (("drift", contract.MONITOR_DRIFT),
                                                             ("decay", contract.MONITOR_DECAY),

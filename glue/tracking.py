@@ -270,6 +270,24 @@ def evaluate_model(model_uri: str, data: Any, label_column: str, model_type: str
     return {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
 
 
+def log_check_run(experiment_id: str, *, run_name: str, match: Mapping[str, str], tags: Mapping[str, str],
+                  metrics: Mapping[str, float], artifacts: Path, artifact_path: str,
+                  model_id: str | None = None) -> str:
+    """Log one check (tags, metrics, a folder of reports) to the run whose tags equal `match`,
+    creating it if there is none: re-checking the same day reuses its run. Returns the run id."""
+    import mlflow
+
+    where = " and ".join(f"tags.`{key}` = '{value}'" for key, value in match.items())
+    existing = mlflow.search_runs([experiment_id], output_format="list", max_results=1, filter_string=where)
+    with mlflow.start_run(run_id=existing[0].info.run_id if existing else None,
+                          experiment_id=None if existing else experiment_id,
+                          run_name=run_name, tags=None if existing else dict(tags)) as run:
+        mlflow.set_tags(dict(tags))
+        mlflow.log_metrics(dict(metrics), model_id=model_id)
+        mlflow.log_artifacts(str(artifacts), artifact_path=artifact_path)
+        return run.info.run_id
+
+
 def run_artifacts(run_id: str, path: str | None = None) -> list[str]:
     """Paths of the artifacts of a run (one level, under `path`)."""
     from mlflow import MlflowClient

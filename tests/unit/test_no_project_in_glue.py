@@ -32,3 +32,32 @@ def test_no_demo_identifier_in_the_library() -> None:
 def test_the_check_finds_a_demo_name() -> None:
     assert PATTERN.search("df['customer_id']") and PATTERN.search("Fraud scores")
     assert not PATTERN.search("customers_of_mine = 1")  # other words are fine
+
+
+# One adapter per tool: the only module of the library that imports it (type-checking imports aside).
+ADAPTERS = {"feast": "glue/feature_store.py", "mlflow": "glue/tracking.py", "dvc": "glue/versioning.py",
+            "airflow": "glue/orchestration.py", "great_expectations": "glue/expectations.py",
+            "evidently": "monitoring/reports.py"}
+
+
+def test_each_tool_is_imported_only_by_its_adapter() -> None:
+    import ast
+
+    root = GLUE.parent
+    found = []
+    for path in sorted([*GLUE.rglob("*.py"), *(root / "monitoring").rglob("*.py")]):
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and "TYPE_CHECKING" in ast.unparse(node.test) for child in node.body
+                       for n in ast.walk(child)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+            for name in names:
+                tool = name.split(".")[0]
+                rel = str(path.relative_to(root))
+                if tool in ADAPTERS and ADAPTERS[tool] != rel:
+                    found.append(f"{rel}:{node.lineno} imports {name} (its adapter is {ADAPTERS[tool]})")
+    assert not found, "\n".join(found)
