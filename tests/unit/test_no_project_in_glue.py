@@ -53,8 +53,9 @@ def test_each_tool_is_imported_only_by_its_adapter() -> None:
         for node in ast.walk(tree):
             if id(node) in typing_only:
                 continue
+            absolute = isinstance(node, ast.ImportFrom) and node.module and not node.level
             names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+                     [node.module] if absolute else [])
             for name in names:
                 tool = name.split(".")[0]
                 rel = str(path.relative_to(root))
