@@ -140,7 +140,8 @@ def evaluate_and_promote(settings: Settings, model: ModelSpec, frame: TrainingFr
 
 
 def evaluate(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = None) -> Comparison:
-    """The `evaluate` stage: compare, and keep the comparison for `promote` (metrics/<model>/evaluation.json)."""
+    """The `evaluate` stage: compare, and keep the comparison for `promote`
+    (metrics/<model>/evaluation.json)."""
     comparison = compare(settings, model, frame)
     atomic.write_json(settings.outputs_dir / evaluation_file(model.name), comparison.to_json(),
                       indent=2, sort_keys=True)
@@ -155,7 +156,8 @@ def promote_evaluated(settings: Settings, model: ModelSpec) -> GateResult:
     try:
         comparison = Comparison.from_json(json.loads(path.read_text()))
     except FileNotFoundError:
-        raise GlueError(f"{path}: no evaluation to act on; run `glue evaluate --model {model.name}` first") from None
+        raise GlueError(f"{path}: no evaluation to act on; run `glue evaluate --model {model.name}` "
+                        "first") from None
     except (ValueError, TypeError, KeyError) as exc:
         raise GlueError(f"{path}: not an evaluation written by `glue evaluate` ({exc})") from None
     tracking.configure(settings)
@@ -198,7 +200,8 @@ def compare(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = 
     if len(rows) == 0 or (binary and y.min() == y.max()):
         raise GlueError(
             f"the gate window {start} .. {end} (validation window of {name} version "
-            f"{challenger.version}) has {len(rows)} labelled rows" + (" and not both classes" if binary else "")
+            f"{challenger.version}) has {len(rows)} labelled rows"
+            + (" and not both classes" if binary else "")
             + "; the training frame no longer covers it"
         )
     challenger_scores = _scores(challenger, rows, frame, model.task)
@@ -244,7 +247,8 @@ def logged_validation_frame(settings: Settings, model: ModelSpec, challenger: Ve
     service = challenger.tags.get(contract.FEATURE_SERVICE, "")
     refs = contract.feature_refs(challenger.tags)
     return TrainingFrame(df=df.drop(columns=[contract.PREDICTION_COLUMN], errors="ignore"),
-                         feature_columns=columns, feature_service=service, feature_refs=refs, label_column=label)
+                         feature_columns=columns, feature_service=service, feature_refs=refs,
+                         label_column=label)
 
 
 def promote(settings: Settings, model: ModelSpec, comparison: Comparison) -> GateResult:
@@ -325,7 +329,8 @@ def decide(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray | None, g
                         "first model (no floors)", chal, metric=pm, higher_is_better=higher)
 
     champ = point_metrics(task, y, champion)
-    deltas = paired_bootstrap_deltas(y, challenger, champion, pm, gate.bootstrap_samples, seed=seed, task=task)
+    deltas = paired_bootstrap_deltas(y, challenger, champion, pm, gate.bootstrap_samples, seed=seed,
+                                     task=task)
     gains = deltas if higher else -deltas  # the improvement in the metric's better direction
     tail = (1 - gate.confidence) / 2
     ci_low, ci_high = (float(q) for q in np.quantile(deltas, [tail, 1 - tail]))
@@ -336,7 +341,8 @@ def decide(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray | None, g
                f"({gate.confidence:.0%} CI {ci_low:+.4f} .. {ci_high:+.4f}); "
                f"P({better} by > {gate.min_improvement:g}) = {prob:.3f}")
     if task == BINARY:
-        numbers = numbers.replace(f"P(higher by > {gate.min_improvement:g})", f"P(delta > {gate.min_improvement:g})")
+        numbers = numbers.replace(f"P(higher by > {gate.min_improvement:g})",
+                                  f"P(delta > {gate.min_improvement:g})")
     passed = not failed and prob >= gate.confidence
     if failed:
         reason = f"challenger {floors_note}; {numbers}"
@@ -486,7 +492,8 @@ def _scores(ref: VersionRef, rows: Any, frame: TrainingFrame, task: str) -> np.n
 
 
 def _weighted_error(w: np.ndarray, y: np.ndarray, pred: np.ndarray, metric: str) -> np.ndarray:
-    """RMSE, MAE or R² of each weight row (weighted by the resample's row counts)."""
+    """RMSE, MAE, R², log loss or Brier score of each weight row (weighted by the resample's row
+    counts), as sklearn computes them with sample weights."""
     import numpy as np
 
     total = w.sum(axis=1)
@@ -494,6 +501,13 @@ def _weighted_error(w: np.ndarray, y: np.ndarray, pred: np.ndarray, metric: str)
         return np.sqrt((w * (y - pred) ** 2).sum(axis=1) / total)
     if metric == "mae":
         return (w * np.abs(y - pred)).sum(axis=1) / total
+    if metric == "brier":
+        return (w * (y - pred) ** 2).sum(axis=1) / total
+    if metric == "log_loss":
+        p = np.clip(pred, 1e-15, 1 - 1e-15)
+        return (w * -(y * np.log(p) + (1 - y) * np.log1p(-p))).sum(axis=1) / total
+    if metric != "r2":
+        raise GlueError(f"no bootstrap for metric '{metric}'")
     mean = (w * y).sum(axis=1, keepdims=True) / total[:, None]
     residual = (w * (y - pred) ** 2).sum(axis=1)
     spread = (w * (y - mean) ** 2).sum(axis=1)

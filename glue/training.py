@@ -154,7 +154,7 @@ def train(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = No
             from glue.features import training_frame
 
             frame = training_frame(settings, model, store=store)
-        is_train, windows = split_by_days(frame.df, model.validation_days)
+        is_train, windows = split_by_days(frame.df, model.validation_days, model.name)
         columns, label = list(frame.feature_columns), frame.label_column
         train_df, valid_df = frame.df[is_train], frame.df[~is_train]
         if model.task == BINARY:
@@ -238,20 +238,23 @@ def predict(estimator: Any, task: str, X: pd.DataFrame) -> np.ndarray:
     return estimator.predict(X)
 
 
-def split_by_days(df: pd.DataFrame, validation_days: int) -> tuple[np.ndarray, Windows]:
+def split_by_days(df: pd.DataFrame, validation_days: int, model: str | None = None
+                  ) -> tuple[np.ndarray, Windows]:
     """Mask of training rows (True) vs the last `validation_days` labelled days (False).
 
     Whole UTC days, so the held-out window is the same set of rows whichever way the frame was
-    built, and the gate can rebuild it from the two timestamps on the run.
+    built, and the gate can rebuild it from the two timestamps on the run. `model` names the
+    model in the error message (its params.yaml key).
     """
     import pandas as pd
 
     days = df[TIMESTAMP_COLUMN].dt.tz_convert("UTC").dt.floor("D")
     distinct = days.drop_duplicates().sort_values().reset_index(drop=True)
     if len(distinct) <= validation_days:
+        key = f"params.yaml models.{model}.validation_days" if model else "validation_days"
         raise GlueError(
-            f"the training frame has {len(distinct)} labelled day(s); params.yaml "
-            f"train.validation_days={validation_days} needs at least {validation_days + 1}"
+            f"the training frame has {len(distinct)} labelled day(s); "
+            f"{key}={validation_days} needs at least {validation_days + 1}"
         )
     validation_start = distinct.iloc[-validation_days]
     one_day = pd.Timedelta(days=1)

@@ -1,4 +1,5 @@
-"""The gate against a real SQLite MLflow: first model, better, worse, and a concurrent change."""
+"""The gate against a real SQLite MLflow: first model, better, worse, and a concurrent change, for
+the binary fraud model and the regression customer-spend model (lower RMSE is better)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,19 @@ import pytest
 
 from glue import contract, promotion, training
 from glue.errors import GlueError
-from glue.settings import ModelParams, Settings
-from tests.integration.synthetic_frame import synthetic_frame
+from glue.settings import EstimatorSpec, ModelSpec
+from tests.integration.synthetic_frame import synthetic_frame, synthetic_spend_frame
 
 MODEL = "fraud-detector"
+SPEND = "customer-spend"
 
 
-def _with_model(settings: Settings, model: ModelParams) -> Settings:
-    train = settings.params.train.model_copy(update={"model": model})
-    return settings.model_copy(update={"params": settings.params.model_copy(update={"train": train})})
+def _with_estimator(model: ModelSpec, estimator: EstimatorSpec) -> ModelSpec:
+    return model.model_copy(update={"estimator": estimator})
+
+
+def _with_floors(model: ModelSpec, floors: dict[str, float]) -> ModelSpec:
+    return model.model_copy(update={"gate": model.gate.model_copy(update={"floors": floors})})
 
 
 @pytest.mark.slow
@@ -27,43 +32,49 @@ def test_gate_story(tmp_project: Path) -> None:
     from glue.settings import get_settings
 
     settings = get_settings()
+    model = settings.model(MODEL)
     frame = synthetic_frame()
     champion = lambda: tracking.get_alias(MODEL, contract.CHAMPION)  # noqa: E731
 
     # 1. a first model that learnt nothing (shuffled labels) fails the floors: no champion
-    noise = training.train(settings, synthetic_frame(shuffle_labels=True))
-    result = promotion.evaluate_and_promote(settings, frame)
+    noise = training.train(settings, model, synthetic_frame(shuffle_labels=True))
+    result = promotion.evaluate_and_promote(settings, model, frame)
     assert not result.promoted and "first model" in result.reason and "floor" in result.reason
+    assert result.model_name == MODEL and result.metrics["metric"] == "average_precision"
     assert champion() is None
     assert tracking.get_version(MODEL, noise.version).tags["glue.gate.decision"] == "rejected"
 
     # 2. a modest first model (logistic regression on three columns) clears them: champion
     modest_frame = dataclasses.replace(frame, feature_columns=["amount", "channel", "card_present"])
-    modest = training.train(_with_model(settings, ModelParams(type="logistic_regression")), modest_frame)
-    result = promotion.evaluate_and_promote(settings, frame)
+    modest = training.train(settings, _with_estimator(model, EstimatorSpec(type="logistic_regression")),
+                            modest_frame)
+    result = promotion.evaluate_and_promote(settings, model, frame)
     assert result.promoted, result.reason
     assert champion().version == modest.version
     assert result.champion_before is None and result.champion_after == modest.version
 
     # 3. a clearly better model, but the champion moves between comparison and promotion
-    strong = training.train(settings, frame)
-    comparison = promotion.compare(settings, frame)
+    strong = training.train(settings, model, frame)
+    comparison = promotion.compare(settings, model, frame)
     assert comparison.decision.passed, comparison.decision.reason
+    assert comparison.positives is not None and 0 < comparison.positives < comparison.rows
     tracking.set_alias(MODEL, contract.CHAMPION, noise.version)  # another gate got there first
-    result = promotion.promote(settings, comparison)
+    result = promotion.promote(settings, model, comparison)
     assert not result.promoted and "changed concurrently" in result.reason
     assert champion().version == noise.version  # not moved by us
     assert tracking.get_version(MODEL, strong.version).tags["glue.gate.decision"] == "stale"
 
     # 4. re-run after restoring: the better model is promoted, with the numbers as tags
     tracking.set_alias(MODEL, contract.CHAMPION, modest.version)
-    result = promotion.evaluate_and_promote(settings, frame)
+    result = promotion.evaluate_and_promote(settings, model, frame)
     assert result.promoted, result.reason
     assert champion().version == strong.version
     tags = tracking.get_version(MODEL, strong.version).tags
     assert tags["glue.gate.decision"] == "passed"
     assert tags["glue.gate.compared_with"] == modest.version
-    assert float(tags["glue.gate.delta"]) > settings.params.gate.min_improvement
+    assert float(tags["glue.gate.delta"]) > model.gate.min_improvement
+    assert tags["glue.gate.metric"] == "average_precision"
+    assert int(tags["glue.gate.window_positives"]) == comparison.positives
     assert float(tags["glue.gate.ci_low"]) < float(tags["glue.gate.delta"]) < float(tags["glue.gate.ci_high"])
     assert tags["glue.gate.window_start"] == "2026-01-24T00:00:00+00:00"
     for key in ("challenger_average_precision", "champion_average_precision", "prob_better",
@@ -72,26 +83,98 @@ def test_gate_story(tmp_project: Path) -> None:
     assert tracking.get_version(MODEL, modest.version).tags["glue.gate.replaced_by"] == strong.version
 
     # 5. a worse challenger is rejected; the champion stays, the reason is on the challenger
-    worse = training.train(settings, synthetic_frame(shuffle_labels=True, seed=1))
-    result = promotion.evaluate_and_promote(settings, frame)
+    worse = training.train(settings, model, synthetic_frame(shuffle_labels=True, seed=1))
+    result = promotion.evaluate_and_promote(settings, model, frame)
     assert not result.promoted
     assert champion().version == strong.version
     tags = tracking.get_version(MODEL, worse.version).tags
     assert tags["glue.gate.decision"] == "rejected" and tags["glue.gate.reason"] == result.reason
     assert float(tags["glue.gate.delta"]) < 0
 
-    gate_json = json.loads((tmp_project / promotion.GATE_METRICS_FILE).read_text())
+    gate_json = json.loads((tmp_project / promotion.gate_file(MODEL)).read_text())
     assert gate_json["promoted"] is False and gate_json["challenger_version"] == worse.version
     assert gate_json["champion_after"] == strong.version
 
     # 6. the two DVC stages: `evaluate` keeps the verdict, `promote` acts on it only while the
     # challenger it judged is still the challenger
-    comparison = promotion.evaluate(settings, frame)
-    saved = json.loads((tmp_project / promotion.EVALUATION_FILE).read_text())
+    comparison = promotion.evaluate(settings, model, frame)
+    saved = json.loads((tmp_project / promotion.evaluation_file(MODEL)).read_text())
     assert saved["challenger"]["version"] == worse.version and saved["decision"]["passed"] is False
-    assert promotion.promote_evaluated(settings).champion_after == strong.version
-    newer = training.train(settings, frame)
+    assert promotion.promote_evaluated(settings, model).champion_after == strong.version
+    newer = training.train(settings, model, frame)
     with pytest.raises(GlueError, match=f"evaluated {MODEL} version {worse.version}, but the challenger "
                                         f"is now {newer.version}"):
-        promotion.promote_evaluated(settings)
+        promotion.promote_evaluated(settings, model)
     assert comparison.summary().startswith(f"{MODEL} version {worse.version} vs champion {strong.version}")
+
+    # the other model's evaluation is its own: none yet
+    with pytest.raises(GlueError, match="no evaluation to act on"):
+        promotion.promote_evaluated(settings, settings.model(SPEND))
+
+
+@pytest.mark.slow
+def test_regression_gate_story(tmp_project: Path) -> None:
+    """customer-spend: RMSE is the gate metric (lower is better), r2 >= 0.1 its floor."""
+    from glue import tracking
+    from glue.settings import get_settings
+
+    settings = get_settings()
+    model = settings.model(SPEND)
+    assert model.gate.metric == "rmse" and model.gate.floors == {"r2": 0.1}
+    frame = synthetic_spend_frame()
+    champion = lambda: tracking.get_alias(SPEND, contract.CHAMPION)  # noqa: E731
+
+    # 1. a first model that learnt nothing (shuffled labels) is below the r2 floor: no champion
+    noise = training.train(settings, model, synthetic_spend_frame(shuffle_labels=True))
+    result = promotion.evaluate_and_promote(settings, model, frame)
+    assert not result.promoted and "first model" in result.reason and "r2" in result.reason
+    assert champion() is None
+    tags = tracking.get_version(SPEND, noise.version).tags
+    assert tags["glue.gate.decision"] == "rejected" and tags["glue.gate.metric"] == "rmse"
+    assert "glue.gate.window_positives" not in tags
+
+    # 2. a modest first model (ridge on the weekly spending alone) clears the floor: champion
+    modest_frame = dataclasses.replace(frame, feature_columns=["amount_sum_7d"])
+    modest = training.train(settings, _with_estimator(model, EstimatorSpec(type="ridge")), modest_frame)
+    result = promotion.evaluate_and_promote(settings, model, frame)
+    assert result.promoted, result.reason
+    assert champion().version == modest.version and "first model" in result.reason
+
+    # 3. a challenger with a lower RMSE, but beyond an RMSE ceiling of 5: rejected, champion kept
+    strong = training.train(settings, model, frame)
+    ceiling = _with_floors(model, {"r2": 0.1, "rmse": 5.0})
+    result = promotion.evaluate_and_promote(settings, ceiling, frame)
+    assert not result.promoted and "rmse" in result.reason and "ceiling 5" in result.reason
+    assert champion().version == modest.version
+    assert result.metrics["delta"] < 0  # it was better; the ceiling stopped it
+
+    # 4. under the configured floors the lower RMSE wins
+    result = promotion.evaluate_and_promote(settings, model, frame)
+    assert result.promoted, result.reason
+    assert champion().version == strong.version and result.champion_before == modest.version
+    tags = tracking.get_version(SPEND, strong.version).tags
+    assert tags["glue.gate.decision"] == "passed" and tags["glue.gate.metric"] == "rmse"
+    assert float(tags["glue.gate.challenger_rmse"]) < float(tags["glue.gate.champion_rmse"])
+    delta = float(tags["glue.gate.delta"])
+    assert delta < -model.gate.min_improvement  # RMSE down by more than 1.0
+    assert float(tags["glue.gate.ci_low"]) < delta < float(tags["glue.gate.ci_high"]) < 0
+    assert float(tags["glue.gate.prob_better"]) >= model.gate.confidence
+    assert "challenger_r2" in result.metrics and "champion_mae" in result.metrics
+    assert "window_positives" not in result.metrics
+    gate_json = json.loads((tmp_project / promotion.gate_file(SPEND)).read_text())
+    assert gate_json["promoted"] is True and gate_json["metric"] == "rmse"
+    assert gate_json["champion_after"] == strong.version
+    assert not (tmp_project / promotion.gate_file(MODEL)).exists()  # the other model is untouched
+
+    # 5. a worse challenger (higher RMSE) is rejected
+    worse = training.train(settings, model, synthetic_spend_frame(shuffle_labels=True, seed=1))
+    comparison = promotion.evaluate(settings, model, frame)
+    assert not comparison.decision.passed and comparison.decision.delta > 0
+    assert comparison.positives is None and comparison.rows == 7 * 150
+    assert "rows)" in comparison.summary() and "positive" not in comparison.summary()
+    saved = json.loads((tmp_project / promotion.evaluation_file(SPEND)).read_text())
+    assert saved["challenger"]["version"] == worse.version
+    result = promotion.promote_evaluated(settings, model)
+    assert not result.promoted and result.champion_after == strong.version
+    assert tracking.get_version(SPEND, worse.version).tags["glue.gate.decision"] == "rejected"
+    assert tracking.get_alias(MODEL, contract.CHAMPION) is None

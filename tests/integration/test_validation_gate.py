@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
-from glue.demo_data import generate
+from feature_repo.demo.generate import DemoParams, generate
 from glue.errors import ValidationFailed
-from glue.settings import DemoParams, load_settings
+from glue.expectations import SUITE_NAME
+from glue.settings import get_settings, load_settings
 from glue.validation import validate_batches, validate_file
 from tests.integration.broken_batches import DAY, build_corpus
 
@@ -64,13 +66,13 @@ def test_each_broken_batch_is_rejected_with_a_clear_message(
 def test_stage_quarantines_bad_batches_and_accepts_good_ones(raw_dir: Path, tmp_project: Path) -> None:
     settings = load_settings()
     shutil.copytree(raw_dir, settings.raw_dir)
-    bad = settings.raw_transactions_dir / f"{DAY}.parquet"
+    bad = settings.raw_events_dir / f"{DAY}.parquet"
     df = pd.read_parquet(bad)
     df.loc[0, "amount"] = -1.0
     df.to_parquet(bad, index=False)
     # an earlier, accepted copy of the same day must not survive the rejection
-    (settings.validated_dir / "transactions").mkdir(parents=True)
-    shutil.copy2(raw_dir / "transactions" / f"{DAY}.parquet", settings.validated_dir / "transactions")
+    settings.validated_events_dir.mkdir(parents=True)
+    shutil.copy2(raw_dir / "transactions" / f"{DAY}.parquet", settings.validated_events_dir)
 
     with pytest.raises(ValidationFailed) as err:
         validate_batches(settings)
@@ -81,7 +83,8 @@ def test_stage_quarantines_bad_batches_and_accepts_good_ones(raw_dir: Path, tmp_
         and "column 'amount'" in message
         and "expect_column_values_to_be_between" in message
     )
-    accepted = sorted(p.name for p in (settings.validated_dir / "transactions").iterdir())
+    assert settings.validated_events_dir == settings.validated_dir / "transactions"
+    accepted = sorted(p.name for p in settings.validated_events_dir.iterdir())
     assert f"{DAY}.parquet" not in accepted
     assert len(accepted) == SMALL.days - 1
     assert len(list((settings.validated_dir / "results").glob("*.json"))) == SMALL.days - 1
@@ -91,7 +94,7 @@ def test_stage_quarantines_bad_batches_and_accepts_good_ones(raw_dir: Path, tmp_
     result = json.loads((kept / "result.json").read_text())
     assert result["success"] is False and result["failures"][0]["column"] == "amount"
     index_html = (kept / "data_docs" / "index.html").read_text()
-    assert "raw_transactions" in index_html
+    assert SUITE_NAME in index_html
     metrics = json.loads((tmp_project / "metrics" / "validation.json").read_text())
     assert metrics == {
         "batches_total": 6,
@@ -100,6 +103,29 @@ def test_stage_quarantines_bad_batches_and_accepts_good_ones(raw_dir: Path, tmp_
         "rows_accepted": metrics["rows_accepted"],
     }
     assert metrics["rows_accepted"] > 0
+    # only the event batches are validated: the label folders beside them are not batches
+    validated = sorted(p.name for p in settings.validated_dir.iterdir())
+    assert validated == ["results", "summary.json", "transactions"]
+    assert sorted(p.name for p in settings.quarantine_dir.iterdir()) == [DAY]
+
+
+def test_the_events_folder_is_the_one_params_name(raw_dir: Path, tmp_project: Path) -> None:
+    params_file = tmp_project / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["data"]["events"] = "payments"
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    get_settings.cache_clear()
+    settings = load_settings()
+    assert settings.raw_events_dir == settings.raw_dir / "payments"
+    with pytest.raises(ValidationFailed, match="payments.*data.events"):
+        validate_batches(settings)  # nothing there yet
+    shutil.copytree(raw_dir / "transactions", settings.raw_events_dir)
+    result = validate_batches(settings)
+    assert len(result.accepted) == SMALL.days and not result.rejected
+    assert sorted(p.name for p in settings.validated_events_dir.iterdir()) == sorted(
+        p.name for p in (raw_dir / "transactions").iterdir())
+    assert settings.validated_events_dir == settings.validated_dir / "payments"
+    assert not (settings.validated_dir / "transactions").exists()
 
 
 def test_cli_validate_exit_codes(raw_dir: Path, corpus: list, tmp_project: Path) -> None:

@@ -1,4 +1,5 @@
-"""The snapshot aggregates of glue/features.py on tiny hand-made frames, numbers worked out by hand.
+"""The demo project's snapshot aggregates (feature_repo/transform.py, its `features.transform`) on
+tiny hand-made frames, numbers worked out by hand.
 
 Snapshot D (00:00 UTC) may use only transactions strictly before D, and only labels known at D.
 """
@@ -6,11 +7,19 @@ Snapshot D (00:00 UTC) may use only transactions strictly before D, and only lab
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from glue.features import customer_daily, merchant_daily
+from feature_repo import transform
+from feature_repo.transform import customer_daily, merchant_daily
+from glue import project_code
+from glue.errors import GlueError
+from glue.features import TransformInputs
+from glue.settings import load_params
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
 def _tx(rows: list[tuple]) -> pd.DataFrame:
@@ -174,3 +183,55 @@ def test_merchant_without_labels_has_rate_zero() -> None:
     table = merchant_daily(MERCHANT_TX, MERCHANT_LABELS.iloc[0:0])
     assert (table["fraud_rate_30d"].dropna() == 0.0).all()
     assert (table["labelled_count_30d"].dropna() == 0).all()
+
+
+def _write_labels(folder: Path, labels: pd.DataFrame) -> None:
+    """The fraud labels as the generator delivers them: one parquet file per transaction day."""
+    folder.mkdir(parents=True)
+    full = labels.merge(MERCHANT_TX[["transaction_id", "event_timestamp"]], on="transaction_id", how="left")
+    full["event_timestamp"] = full["event_timestamp"].fillna(pd.Timestamp("2026-01-01", tz="UTC"))
+    full = full[["transaction_id", "event_timestamp", "label_timestamp", "is_fraud"]]
+    for day, rows in full.groupby(full["event_timestamp"].dt.strftime("%Y-%m-%d")):
+        rows.to_parquet(folder / f"{day}.parquet", index=False)
+
+
+def test_params_point_the_feature_stage_at_build_tables() -> None:
+    spec = load_params(PROJECT_DIR / "params.yaml").features.transform
+    assert spec == "feature_repo/transform.py:build_tables"
+    build = project_code.load_callable(spec, PROJECT_DIR, "features.transform")
+    assert build.__name__ == "build_tables" and build.__doc__ == transform.build_tables.__doc__
+
+
+def test_build_tables_returns_one_table_per_feast_source(tmp_path: Path) -> None:
+    _write_labels(tmp_path / "labels", MERCHANT_LABELS)
+    tables = transform.build_tables(TransformInputs(MERCHANT_TX, tmp_path, tmp_path))
+    # the names of the FileSources in feature_repo/feature_definitions.py
+    assert set(tables) == {"customer_daily_source", "merchant_daily_source"}
+    pd.testing.assert_frame_equal(tables["customer_daily_source"], customer_daily(MERCHANT_TX))
+    pd.testing.assert_frame_equal(tables["merchant_daily_source"],
+                                  merchant_daily(MERCHANT_TX, MERCHANT_LABELS))
+    # the labels read from raw_dir/labels: a's fraud label is known from the 01-05 snapshot on
+    row = _row(tables["merchant_daily_source"], "merchant_id", 7, "2026-01-05")
+    assert (row["labelled_count_30d"], row["fraud_rate_30d"]) == (2, pytest.approx(0.5))
+
+
+def test_build_tables_without_labels_yet(tmp_path: Path) -> None:
+    tables = transform.build_tables(TransformInputs(MERCHANT_TX, tmp_path, tmp_path))
+    merchants = tables["merchant_daily_source"]
+    assert (merchants["labelled_count_30d"].dropna() == 0).all()
+    assert (merchants["fraud_rate_30d"].dropna() == 0.0).all()
+
+
+def test_read_labels_concatenates_the_day_files(tmp_path: Path) -> None:
+    _write_labels(tmp_path / "labels", MERCHANT_LABELS)
+    labels = transform.read_labels(tmp_path / "labels")
+    assert sorted(labels["transaction_id"]) == ["a", "b", "zz"]
+    assert list(labels.columns) == ["transaction_id", "event_timestamp", "label_timestamp", "is_fraud"]
+    empty = transform.read_labels(tmp_path / "nowhere")
+    assert empty.empty and list(empty.columns) == list(labels.columns)
+    assert str(empty["label_timestamp"].dtype) == "datetime64[ns, UTC]"
+
+
+def test_no_transactions_is_a_clear_error() -> None:
+    with pytest.raises(GlueError, match="no transactions to aggregate"):
+        customer_daily(CUSTOMER_TX.iloc[0:0])

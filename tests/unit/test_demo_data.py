@@ -1,4 +1,5 @@
-"""The demo data generator keeps the data contract, is byte-for-byte deterministic, and shifts."""
+"""The demo project's data generator (feature_repo/demo/generate.py) keeps the data contract, is
+byte-for-byte deterministic, and shifts."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from glue import demo_data
+from feature_repo.demo import generate as demo_data
+from feature_repo.demo.generate import DemoParams
 from glue.errors import GlueError
-from glue.settings import DemoParams
 
 SMALL = DemoParams(seed=7, days=5, transactions_per_day=300, customers=200, merchants=40)
+# long enough for spend labels: one file per day D whose 7 days D .. D+6 lie inside the data
+SPEND = SMALL.model_copy(update={"days": 10})
 
 TX_DTYPES = {
     "transaction_id": "object",
@@ -24,6 +27,12 @@ TX_DTYPES = {
     "channel": "object",
     "merchant_category": "object",
     "card_present": "bool",
+}
+SPEND_DTYPES = {
+    "customer_id": "int64",
+    "event_timestamp": "datetime64[ns, UTC]",
+    "label_timestamp": "datetime64[ns, UTC]",
+    "spend_next_7d": "float64",
 }
 LABEL_DTYPES = {
     "transaction_id": "object",
@@ -52,14 +61,56 @@ def _with_day(root: Path, kind: str) -> pd.DataFrame:
 
 
 def test_same_params_give_byte_identical_files(tmp_path: Path) -> None:
-    a = demo_data.generate(SMALL, tmp_path / "a")
-    b = demo_data.generate(SMALL, tmp_path / "b")
+    a = demo_data.generate(SPEND, tmp_path / "a")
+    b = demo_data.generate(SPEND, tmp_path / "b")
     assert (a.transactions, a.fraud) == (b.transactions, b.fraud)
     assert _hashes(tmp_path / "a") == _hashes(tmp_path / "b")
-    assert len(_hashes(tmp_path / "a")) == 2 * SMALL.days
-    other = demo_data.generate(SMALL.model_copy(update={"seed": 8}), tmp_path / "c")
-    assert _hashes(tmp_path / "c") != _hashes(tmp_path / "a")
-    assert other.days == SMALL.days
+    # transactions and fraud labels per day, spend labels for days 2 .. days-6
+    hashes = _hashes(tmp_path / "a")
+    assert len(hashes) == 2 * SPEND.days + (SPEND.days - 7)
+    assert len([k for k in hashes if k.startswith("spend_labels/")]) == SPEND.days - 7
+    other = demo_data.generate(SPEND.model_copy(update={"seed": 8}), tmp_path / "c")
+    other_hashes = _hashes(tmp_path / "c")
+    assert other_hashes != hashes
+    assert {k: v for k, v in other_hashes.items() if k.startswith("spend_labels/")} != {
+        k: v for k, v in hashes.items() if k.startswith("spend_labels/")}
+    assert other.days == SPEND.days
+
+
+def test_a_dict_of_the_demo_section_works_like_demo_params(tmp_path: Path) -> None:
+    a = demo_data.generate(SPEND, tmp_path / "a")
+    b = demo_data.generate(SPEND.model_dump(), tmp_path / "b")
+    assert (a.transactions, a.fraud) == (b.transactions, b.fraud)
+    assert _hashes(tmp_path / "a") == _hashes(tmp_path / "b")
+
+
+def test_spend_labels_are_the_next_7_days_of_legitimate_spending(tmp_path: Path) -> None:
+    demo_data.generate(SPEND, tmp_path)
+    files = sorted((tmp_path / "spend_labels").glob("*.parquet"))
+    assert [p.name for p in files] == ["2026-01-02.parquet", "2026-01-03.parquet", "2026-01-04.parquet"]
+    tx = _read(tmp_path, "transactions")
+    fraud = _read(tmp_path, "labels")["is_fraud"].astype(bool)
+    legit = tx[~fraud.to_numpy()]
+    for path in files:
+        spend = pd.read_parquet(path)
+        assert spend.dtypes.astype(str).to_dict() == SPEND_DTYPES
+        day = pd.Timestamp(path.stem, tz="UTC")
+        assert (spend["event_timestamp"] == day).all()
+        assert (spend["label_timestamp"] == day + pd.Timedelta(days=7)).all()
+        # one row per card holder who paid (legitimately) on the day before
+        paid = legit.loc[legit["event_timestamp"].between(day - pd.Timedelta(days=1), day,
+                                                          inclusive="left"), "customer_id"]
+        assert spend["customer_id"].is_unique
+        assert sorted(spend["customer_id"]) == sorted(paid.unique())
+        assert spend["customer_id"].between(0, SPEND.customers - 1).all()
+        # what each spent in D .. D+6, frauds on their card not counted
+        window = legit[legit["event_timestamp"].between(day, day + pd.Timedelta(days=7), inclusive="left")]
+        expected = window.groupby("customer_id")["amount"].sum()
+        got = spend.set_index("customer_id")["spend_next_7d"]
+        assert np.allclose(got, expected.reindex(got.index, fill_value=0.0), atol=0.011)
+        assert (got >= 0).all() and (got > 0).any()
+        assert np.allclose(got, got.round(2))
+        assert not spend.isna().any().any()
 
 
 def test_files_follow_the_data_contract(tmp_path: Path) -> None:
@@ -182,6 +233,18 @@ def test_rerun_with_fewer_days_removes_stale_day_files_only(tmp_path: Path) -> N
         days = sorted(p.name for p in (tmp_path / kind).glob("????-??-??.parquet"))
         assert days == ["2026-01-01.parquet", "2026-01-02.parquet"]
     assert all(p.read_text() == "mine" for p in keep)
+    assert not list((tmp_path / "spend_labels").glob("*.parquet"))  # no day has 7 days after it
+
+
+def test_rerun_with_fewer_days_removes_stale_spend_labels_only(tmp_path: Path) -> None:
+    demo_data.generate(SPEND, tmp_path)
+    mine = tmp_path / "spend_labels" / "notes.parquet"
+    mine.write_text("mine")
+    demo_data.generate(SPEND.model_copy(update={"days": 9}), tmp_path)
+    days = sorted(p.name for p in (tmp_path / "spend_labels").glob("????-??-??.parquet"))
+    assert days == ["2026-01-02.parquet", "2026-01-03.parquet"]
+    assert mine.read_text() == "mine"
+    assert not list(tmp_path.rglob(".*.tmp"))
     assert not list(tmp_path.rglob(".*.tmp"))
 
 
@@ -203,4 +266,15 @@ def test_rerun_with_fewer_days_removes_stale_day_files_only(tmp_path: Path) -> N
 def test_bad_params_raise_a_glue_error_naming_the_field(tmp_path: Path, update: dict, field: str) -> None:
     with pytest.raises(GlueError, match=field):
         demo_data.generate(SMALL.model_copy(update=update), tmp_path)
+    assert not (tmp_path / "transactions").exists()
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [({"seed": "forty-two"}, "demo.seed"), ({"days": "many"}, "demo.days"),
+     ({"colour": "red"}, "demo.colour")],
+)
+def test_a_bad_demo_section_names_the_field(tmp_path: Path, section: dict, field: str) -> None:
+    with pytest.raises(GlueError, match=field):
+        demo_data.generate(section, tmp_path)
     assert not (tmp_path / "transactions").exists()
