@@ -174,8 +174,11 @@ def training_frame(settings: Settings, model: ModelSpec, *, until: dt.datetime |
                         + f" (label {_label_origin(model)})")
     rows = _with_service_inputs(settings, model, inputs, labels)
     label = model.label.field
-    joined = _join_features(settings, store, inputs, rows, extra=[label])
-    keep = [*_input_columns(inputs), *inputs.columns, label]
+    # the label's own keys too (an event id): which events a model was trained on stays visible
+    keys = [c for c in labels.columns if c not in (EVENT_TIMESTAMP, KNOWN_AT, label)
+            and c not in _input_columns(inputs)]
+    joined = _join_features(settings, store, inputs, rows, extra=[*keys, label])
+    keep = [*keys, *_input_columns(inputs), *inputs.columns, label]
     return TrainingFrame(df=joined[keep], feature_columns=inputs.columns,
                          feature_service=inputs.feature_service, feature_refs=inputs.refs, label_column=label)
 

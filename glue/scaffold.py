@@ -408,6 +408,11 @@ def _pipeline_text(text: str, *, demo_events: str | None, events: str, repo_file
     return header + out.getvalue()
 
 
+# glue's own source folders: the demo's stages depend on them (tests/unit/test_dvc_deps.py), a
+# project that uses glue as an installed library does not have them
+_GLUE_SOURCES = ("glue/", "monitoring/", "mlflow_plugins/")
+
+
 def _rewrite_paths(entries: Any, deps: bool, demo_events: str | None, events: str,
                    repo_files: list[str]) -> None:
     """Rewrite one stage's path list in place (see _pipeline_text)."""
@@ -423,7 +428,7 @@ def _rewrite_paths(entries: Any, deps: bool, demo_events: str | None, events: st
                 old = f"{folder}/{demo_events}"
                 if new == old or new.startswith(old + "/"):
                     new = f"{folder}/{events}" + new[len(old):]
-        if deps and (new.startswith("glue/") or new.startswith(f"{FEATURE_REPO_DIR}/")):
+        if deps and (new.startswith(_GLUE_SOURCES) or new.startswith(f"{FEATURE_REPO_DIR}/")):
             had_repo = had_repo or new.startswith(f"{FEATURE_REPO_DIR}/")
             del entries[i]
             continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -299,7 +300,10 @@ def test_a_new_project_runs_the_loop_and_serves(tmp_path: Path) -> None:
         get_settings.cache_clear()
         app = serving.create_app(get_settings()) if hasattr(serving, "create_app") else serving.app
         with TestClient(app) as client:
-            assert client.get("/ready").status_code == 200
+            deadline = time.monotonic() + 90  # the champion loads in the background
+            while (ready := client.get("/ready")).status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.3)
+            assert ready.status_code == 200, ready.text
             answer = client.post("/predict", json={"device_id": 1})
             assert answer.status_code == 200, answer.text
     finally:
