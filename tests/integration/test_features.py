@@ -148,9 +148,11 @@ def test_training_frame_has_every_labelled_transaction(built) -> None:
     assert "customer_transactions__amount_mean_30d" in frame.feature_columns
     assert "transaction_request_features__log_amount" in frame.feature_columns
     assert "transaction_request_features__is_night" in frame.feature_columns
-    # the service's inputs (join keys, request fields with the event time), features, label
-    assert list(df.columns) == ["customer_id", "merchant_id", "event_timestamp", "amount", "channel",
-                                "card_present", *frame.feature_columns, "is_fraud"]
+    # the label's key (the event id), the service's inputs (join keys, request fields with the
+    # event time), features, label
+    assert list(df.columns) == ["transaction_id", "customer_id", "merchant_id", "event_timestamp", "amount",
+                                "channel", "card_present", *frame.feature_columns, "is_fraud"]
+    assert df["transaction_id"].is_unique
     assert list(frame.X.columns) == frame.feature_columns and frame.y.name == "is_fraud"
     labels = _labels(settings)
     assert len(df) == len(labels) == labels["transaction_id"].nunique()
