@@ -94,13 +94,14 @@ def prepare_project(root: Path) -> Path:
 def champion_info(root: Path, name: str) -> tuple[str, list[str], str]:
     """(champion version, its feature columns, tracking URI) of model `name` of the project."""
     os.environ["GLUE_PROJECT_DIR"] = str(root)
-    from glue import contract, tracking
+    from glue import contract
+    from glue.adapters import mlflow
     from glue.settings import get_settings
 
     get_settings.cache_clear()
     settings = get_settings()
-    tracking.configure(settings)
-    ref = tracking.get_alias(name, contract.CHAMPION)
+    mlflow.configure(settings)
+    ref = mlflow.get_alias(name, contract.CHAMPION)
     if ref is None:
         raise SystemExit(f"{root}: model {name} has no champion; run the loop first or use --fresh")
     return ref.version, contract.feature_columns(ref.tags), settings.mlflow_tracking_uri
@@ -174,7 +175,7 @@ def prepare_stores(root: Path, redis: str, env: dict[str, str]) -> dict[str, tup
     """
     import textwrap
 
-    from glue import feature_store
+    from glue.adapters import feast
     from glue.settings import get_settings
 
     repo = root / "feature_repo"
@@ -182,7 +183,7 @@ def prepare_stores(root: Path, redis: str, env: dict[str, str]) -> dict[str, tup
     if twohop.exists():
         shutil.rmtree(twohop)
     shutil.copytree(repo, twohop, ignore=shutil.ignore_patterns("__pycache__", "prod", "bench_*.yaml"))
-    store = feature_store.open_store(get_settings())
+    store = feast.open_store(get_settings())
     python_view = store.get_on_demand_feature_view("transaction_request_features")
     function = textwrap.dedent(python_view.feature_transformation.udf_string)  # the registered source
     lines = function.splitlines()

@@ -51,7 +51,7 @@ def monitoring_dag(model: dict) -> None:
         @task
         def check(ds: str | None = None) -> dict:
             """Drift and delayed-label quality on the run's day; the decision says whether to retrain."""
-            from glue.orchestration import run_check
+            from glue.adapters.airflow import run_check
 
             return run_check(name, ds)
 

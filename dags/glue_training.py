@@ -68,7 +68,7 @@ def training_dag(model: dict) -> None:
         def train() -> str:
             """Fit, log to MLflow, register the new version as `challenger`."""
             from glue import training
-            from glue.orchestration import run_stage
+            from glue.adapters.airflow import run_stage
 
             return run_stage(training.train, model=name)
 
@@ -76,7 +76,7 @@ def training_dag(model: dict) -> None:
         def evaluate() -> str:
             """Challenger vs champion on the same window: the gate's verdict, kept for `promote`."""
             from glue import promotion
-            from glue.orchestration import run_stage
+            from glue.adapters.airflow import run_stage
 
             return run_stage(promotion.evaluate, model=name)
 
@@ -84,7 +84,7 @@ def training_dag(model: dict) -> None:
         def promote() -> dict:
             """Move `champion` to the challenger if the verdict says so (re-checked under a lock)."""
             from glue import promotion
-            from glue.orchestration import run_stage
+            from glue.adapters.airflow import run_stage
 
             return run_stage(promotion.promote_evaluated, model=name,
                              keep=("promoted", "challenger_version", "champion_after"))

@@ -3,7 +3,7 @@
 One DAG file builds one DAG per model from this list (Airflow's "dynamic DAG generation" from a
 structured configuration file). Only ``yaml`` is imported: the DAG processor parses every file
 every few seconds, and glue's settings (pydantic models, the tools behind them) are for the tasks.
-The DAG ids are glue.orchestration's (training_dag_id, monitoring_dag_id); a test keeps the two
+The DAG ids are glue.adapters.airflow's (training_dag_id, monitoring_dag_id); a test keeps the two
 in step.
 """
 

@@ -15,7 +15,7 @@ from assets import FEATURES
 def validate() -> str:
     """Great Expectations gate: validated/ gets the good batches, quarantine/ the rest."""
     from glue import validation
-    from glue.orchestration import run_stage
+    from glue.adapters.airflow import run_stage
 
     return run_stage(validation.validate_batches)
 
@@ -24,6 +24,6 @@ def validate() -> str:
 def features() -> str:
     """Snapshot aggregates, `feast apply`, materialize to the online store."""
     from glue import features
-    from glue.orchestration import run_stage
+    from glue.adapters.airflow import run_stage
 
     return run_stage(features.build_features)

@@ -73,13 +73,14 @@ def score_batch(settings: Settings, model: ModelSpec, day: dt.date | None = None
     import numpy as np
     import pandas as pd
 
-    from glue import feature_store, tracking, training
+    from glue import training
+    from glue.adapters import feast, mlflow
     from glue.features import EVENT_TIMESTAMP, read_events, scoring_frame
 
     start = time.perf_counter()
-    tracking.configure(settings)
+    mlflow.configure(settings)
     name = model.name
-    ref = tracking.get_alias(name, alias)
+    ref = mlflow.get_alias(name, alias)
     if ref is None:
         raise GlueError(f"registered model '{name}' has no '{alias}' version; run "
                         f"`glue train --model {name}` "
@@ -92,8 +93,8 @@ def score_batch(settings: Settings, model: ModelSpec, day: dt.date | None = None
     service = ref.tags.get(contract.FEATURE_SERVICE) or model.feature_service
     scored_model = model if service == model.feature_service else model.model_copy(
         update={"feature_service": service})  # a version trained on v1 scores on v1
-    store = feature_store.open_store(settings)
-    inputs = feature_store.service_inputs(store, service)
+    store = feast.open_store(settings)
+    inputs = feast.service_inputs(store, service)
     rows = _day_rows(read_events(settings), day, settings)
     if not inputs.request_fields:  # an entity-level model: each entity of the day, at the day's end
         ends = rows[EVENT_TIMESTAMP].dt.tz_convert("UTC").dt.floor("D") + pd.Timedelta(days=1)
@@ -105,7 +106,7 @@ def score_batch(settings: Settings, model: ModelSpec, day: dt.date | None = None
         raise GlueError(f"{name} version {ref.version} needs column(s) {', '.join(missing[:5])} that Feast "
                         f"feature service '{service}' does not provide")
 
-    estimator = tracking.load_sklearn_model(ref.uri)
+    estimator = mlflow.load_sklearn_model(ref.uri)
     task = ref.tags.get(contract.TASK) or model.task
     predictions = training.predict(estimator, task, frame[columns].astype("float64"))
     keys = [c for c in (settings.params.data.event_id, EVENT_TIMESTAMP, *inputs.join_keys)

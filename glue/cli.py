@@ -244,10 +244,10 @@ def airflow_group() -> None:
 @airflow_group.command("init")
 def airflow_init_cmd() -> None:
     """Create or upgrade the Airflow metadata DB of this profile (`airflow db migrate`)."""
-    from glue import orchestration
+    from glue.adapters import airflow
     from glue.settings import get_settings
 
-    home = orchestration.init_airflow(get_settings())
+    home = airflow.init_airflow(get_settings())
     click.echo(f"Airflow ready in {home}")
 
 
@@ -257,10 +257,10 @@ def airflow_init_cmd() -> None:
               help="Logical date of the run, YYYY-MM-DD (default: now).")
 def airflow_test_cmd(dag_id: str, logical_date: str | None) -> None:
     """Run one DAG run in-process (`airflow dags test`), with this project's Airflow settings."""
-    from glue import orchestration
+    from glue.adapters import airflow
     from glue.settings import get_settings
 
-    result = orchestration.test_dag(get_settings(), dag_id, logical_date)
+    result = airflow.test_dag(get_settings(), dag_id, logical_date)
     click.echo(result.summary())
 
 
@@ -269,21 +269,21 @@ def airflow_ui_cmd() -> None:
     """Start `airflow standalone` (UI, scheduler, DAG processor, triggerer) until Ctrl-C."""
     import signal
 
-    from glue import orchestration
+    from glue.adapters import airflow
     from glue.settings import get_settings
 
     settings = get_settings()
-    proc = orchestration.standalone(settings)
+    proc = airflow.standalone(settings)
     click.echo(
         "Airflow UI: http://localhost:8080 (user admin; password in "
-        f"{orchestration.password_file(settings)} once started)",
+        f"{airflow.password_file(settings)} once started)",
         err=True,
     )
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         sys.exit(proc.wait())
     except KeyboardInterrupt:
-        sys.exit(orchestration.stop_standalone(proc))
+        sys.exit(airflow.stop_standalone(proc))
 
 
 @cli.group("services")

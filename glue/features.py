@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from feast import FeatureStore
 
-    from glue.feature_store import ServiceInputs
+    from glue.adapters.feast import ServiceInputs
     from glue.settings import ModelSpec, Settings
 
 EVENT_TIMESTAMP = "event_timestamp"  # the time column of Feast's entity rows (and of every frame here)
@@ -90,12 +90,12 @@ class TrainingFrame:
 
 def build_features(settings: Settings) -> FeaturesResult:
     """The stage: the project's tables from the validated batches, `feast apply`, materialize online."""
-    from glue import feature_store
+    from glue.adapters import feast
 
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    store = feature_store.open_store(settings)
-    contents = feature_store.repo_contents(settings, store)
+    store = feast.open_store(settings)
+    contents = feast.repo_contents(settings, store)
     seconds["open"] = time.perf_counter() - t0
 
     tables: dict[str, Any] = {}
@@ -110,18 +110,18 @@ def build_features(settings: Settings) -> FeaturesResult:
         seconds["transform"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    locations = {name: feature_store.write_source_table(settings, store, contents, name, df)
+    locations = {name: feast.write_source_table(settings, store, contents, name, df)
                  for name, df in tables.items()}
     seconds["write"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    applied = feature_store.apply_repo(settings, store, contents)
+    applied = feast.apply_repo(settings, store, contents)
     check_models(settings, store)
     seconds["apply"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     ends = [df[_timestamp_of(contents, name)].max() for name, df in tables.items() if len(df)]
-    window = feature_store.materialize(store, max(ends).to_pydatetime()) if ends else None
+    window = feast.materialize(store, max(ends).to_pydatetime()) if ends else None
     seconds["materialize"] = time.perf_counter() - t0
 
     return FeaturesResult(
@@ -138,9 +138,9 @@ def build_features(settings: Settings) -> FeaturesResult:
 def check_models(settings: Settings, store: FeatureStore, models: list[ModelSpec] | None = None) -> None:
     """Model specs (default: all) against the registered repo: the feature service, the label view
     and field, and a label fit for the task. An error names the key in params.yaml."""
-    from glue import feature_store
+    from glue.adapters import feast
 
-    services = set(feature_store.feature_service_names(store))
+    services = set(feast.feature_service_names(store))
     for model in models if models is not None else settings.models:
         key = f"params.yaml models.{model.name}"
         if model.feature_service not in services:
@@ -148,7 +148,7 @@ def check_models(settings: Settings, store: FeatureStore, models: list[ModelSpec
                                 f"{settings.feast_repo} (services: {', '.join(sorted(services)) or 'none'})")
         label = model.label
         if label.view is not None:
-            rows = feature_store.label_rows(settings, store, label.view)
+            rows = feast.label_rows(settings, store, label.view)
             if label.field not in rows.fields:
                 raise SettingsError(f"{key}.label.field: label view '{label.view}' has no field "
                                     f"'{label.field}' (fields: {', '.join(rows.fields)})")
@@ -162,11 +162,11 @@ def check_models(settings: Settings, store: FeatureStore, models: list[ModelSpec
 def training_frame(settings: Settings, model: ModelSpec, *, until: dt.datetime | None = None,
                    store: FeatureStore | None = None) -> TrainingFrame:
     """The model's events whose label is known at `until` (default: all), features joined by Feast."""
-    from glue import feature_store
+    from glue.adapters import feast
 
-    store = store or feature_store.open_store(settings)
+    store = store or feast.open_store(settings)
     check_models(settings, store, [model])
-    inputs = feature_store.service_inputs(store, model.feature_service)
+    inputs = feast.service_inputs(store, model.feature_service)
     labels = read_label_rows(settings, model, store, until=until)
     if labels.empty:
         raise GlueError(f"model '{model.name}': no labelled events"
@@ -190,10 +190,10 @@ def scoring_frame(settings: Settings, model: ModelSpec, events: pd.DataFrame,
     Returns the rows in event order (the service's inputs, the feature columns) and the column list.
     Used by batch scoring and by monitoring for the current window and the labelled one.
     """
-    from glue import feature_store
+    from glue.adapters import feast
 
-    store = store or feature_store.open_store(settings)
-    inputs = feature_store.service_inputs(store, model.feature_service)
+    store = store or feast.open_store(settings)
+    inputs = feast.service_inputs(store, model.feature_service)
     if events.empty:
         raise GlueError("no events to featurize")
     rows = events.rename(columns={settings.params.validation.timestamp_column: EVENT_TIMESTAMP})
@@ -210,10 +210,10 @@ def online_features(settings: Settings, model: ModelSpec, rows: list[dict[str, A
     Each row holds the service's join keys and request fields. Returns one row per input row,
     columns as in TrainingFrame (numbers, missing as NaN).
     """
-    from glue import feature_store
+    from glue.adapters import feast
 
-    store = store or feature_store.open_store(settings)
-    return feature_store.online_features(store, rows, model.feature_service)
+    store = store or feast.open_store(settings)
+    return feast.online_features(store, rows, model.feature_service)
 
 
 def read_events(settings: Settings) -> pd.DataFrame:
@@ -234,12 +234,12 @@ def read_label_rows(settings: Settings, model: ModelSpec, store: FeatureStore | 
     only those known at `until` when given (the time a label became known; event time if none)."""
     import pandas as pd
 
-    from glue import feature_store
+    from glue.adapters import feast
 
     label = model.label
     if label.view is not None:
-        store = store or feature_store.open_store(settings)
-        rows = feature_store.label_rows(settings, store, label.view)
+        store = store or feast.open_store(settings)
+        rows = feast.label_rows(settings, store, label.view)
         path, keys, ts, known = rows.path, rows.join_keys, rows.event_timestamp, rows.known_at
     else:
         path = _label_source_path(settings, label.source)
@@ -318,7 +318,7 @@ def _join_features(settings: Settings, store: FeatureStore, inputs: ServiceInput
     """Feast's point-in-time join of the feature service onto the rows, none lost."""
     import pandas as pd
 
-    from glue import feature_store
+    from glue.adapters import feast
 
     columns = list(dict.fromkeys([*_input_columns(inputs), *(extra or [])]))
     entity_df = rows[columns]
@@ -326,7 +326,7 @@ def _join_features(settings: Settings, store: FeatureStore, inputs: ServiceInput
     strings = [c for c in columns if entity_df[c].dtype == object]
     entity_df = entity_df.astype({c: "category" for c in strings})
     parts = _unique_key_parts(entity_df, list(inputs.join_keys))
-    joined = pd.concat([feature_store.historical_features(store, part, inputs.feature_service)
+    joined = pd.concat([feast.historical_features(store, part, inputs.feature_service)
                         for part in parts], ignore_index=True)
     if len(joined) != len(entity_df):
         raise GlueError(

@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from glue import versioning
+from glue.adapters import dvc
 from glue.contract import (
     DVC_DATA_PATH,
     DVC_DATA_VERSION,
@@ -67,7 +67,7 @@ def git_state(project_dir: Path) -> GitState:
 def dvc_data_version(project_dir: Path, path: str = RAW_DATA_PATH) -> str | None:
     """The DVC content hash of the raw batches (from dvc.lock or `<path>.dvc`), None if none yet."""
     try:
-        return versioning.data_version(project_dir, path)
+        return dvc.data_version(project_dir, path)
     except Exception:  # a corrupt lock file must not stop training; the tag will say "untracked"
         return None
 

@@ -44,8 +44,8 @@ from monitoring.policy import QUALITY_DIRECTION, Decision, DriftFinding, Quality
 if TYPE_CHECKING:
     import pandas as pd
 
+    from glue.adapters.mlflow import VersionRef
     from glue.settings import ModelSpec, Settings
-    from glue.tracking import VersionRef
 
 log = logging.getLogger("glue.monitor")
 
@@ -133,7 +133,7 @@ def check_all(settings: Settings, day: dt.date | None = None,
 
 def check(settings: Settings, model: ModelSpec, day: dt.date) -> CheckResult:
     """Run one model's drift and quality check of the day and record its decision (module doc)."""
-    from glue import tracking
+    from glue.adapters import mlflow
 
     start = time.perf_counter()
     params = model.monitoring
@@ -143,8 +143,8 @@ def check(settings: Settings, model: ModelSpec, day: dt.date) -> CheckResult:
         shutil.rmtree(out_dir)  # re-running a day replaces its record, never adds to it
     out_dir.mkdir(parents=True)
 
-    tracking.configure(settings)
-    champion = tracking.get_alias(model.name, CHAMPION)
+    mlflow.configure(settings)
+    champion = mlflow.get_alias(model.name, CHAMPION)
     cooling = cooling_down(folder, day, params.cooldown_days)
     if champion is None:
         decision = Decision(drift=False, decay=False, retrain=cooling is None, reasons=[
@@ -158,7 +158,7 @@ def check(settings: Settings, model: ModelSpec, day: dt.date) -> CheckResult:
 
     reference = load_reference(settings, model, champion)
     windows = _windows(model, champion, day)
-    estimator = tracking.load_sklearn_model(champion.uri)
+    estimator = mlflow.load_sklearn_model(champion.uri)
     current, source = _current(settings, model, champion, estimator, windows)
     labelled = _labelled(settings, model, champion, estimator, windows)
 
@@ -206,13 +206,13 @@ def load_reference(settings: Settings, model: ModelSpec, champion: VersionRef) -
     """
     import pandas as pd
 
-    from glue import tracking
+    from glue.adapters import mlflow
 
     run_id = champion.tags.get(contract.TRAIN_RUN_ID) or champion.run_id
     if not run_id:
         raise GlueError(f"{champion.name} v{champion.version}: no training run in its lineage "
                         f"(tag {contract.TRAIN_RUN_ID}); retrain it with `glue train --model {model.name}`")
-    path = tracking.cached_artifact(settings, run_id, contract.REFERENCE_ARTIFACT)
+    path = mlflow.cached_artifact(settings, run_id, contract.REFERENCE_ARTIFACT)
     if path is None:
         raise GlueError(
             f"{champion.name} v{champion.version}: its training run {run_id} has no "
@@ -288,7 +288,8 @@ def _scored_events(settings: Settings, model: ModelSpec, champion: VersionRef, e
     """
     import pandas as pd
 
-    from glue import feature_store, features
+    from glue import features
+    from glue.adapters import feast
 
     events = features.read_events(settings)
     day = pd.to_datetime(events[TIMESTAMP], utc=True).dt.normalize()
@@ -299,7 +300,7 @@ def _scored_events(settings: Settings, model: ModelSpec, champion: VersionRef, e
             f"no validated events in {settings.validated_events_dir} between {windows.current_start} "
             f"and {windows.current_end}: has the day's batch arrived and passed `glue validate-batches`?"
         )
-    store = feature_store.open_store(settings)
+    store = feast.open_store(settings)
     rows = events[inside]
     keys = _label_keys(settings, model, store)
     if settings.params.data.event_id not in keys and keys and set(keys) <= set(rows.columns):
@@ -314,9 +315,9 @@ def _label_keys(settings: Settings, model: ModelSpec, store: Any) -> list[str]:
     """The columns that key the model's label rows (a label view's entities, or a source's keys)."""
     if model.label.view is None:
         return list(model.label.join_keys)
-    from glue import feature_store
+    from glue.adapters import feast
 
-    return list(feature_store.label_rows(settings, store, model.label.view).join_keys)
+    return list(feast.label_rows(settings, store, model.label.view).join_keys)
 
 
 def _labelled(settings: Settings, model: ModelSpec, champion: VersionRef, estimator: Any,
@@ -366,7 +367,7 @@ def _quality(settings: Settings, model: ModelSpec, champion: VersionRef, labelle
     """The champion's quality metric on the labelled window, next to its value at validation."""
     import pandas as pd
 
-    from glue import tracking
+    from glue.adapters import mlflow
 
     policy = model.monitoring.quality
     name = policy.metric or ""
@@ -380,12 +381,12 @@ def _quality(settings: Settings, model: ModelSpec, champion: VersionRef, labelle
     baseline, validation = None, None
     run_id = champion.tags.get(contract.TRAIN_RUN_ID) or champion.run_id
     if run_id:
-        path = tracking.cached_artifact(settings, run_id, contract.VALIDATION_ARTIFACT)
+        path = mlflow.cached_artifact(settings, run_id, contract.VALIDATION_ARTIFACT)
         if path is not None:
             validation = pd.read_parquet(path)
             baseline = float(metric(*_target_and_output(validation, label, binary)))
         else:
-            _, _, metrics = tracking.run_data(run_id)
+            _, _, metrics = mlflow.run_data(run_id)
             baseline = metrics.get(BASELINE_METRIC[name])
     too_few = len(rows) < policy.min_rows or (binary and (positives or 0) < policy.min_positives)
     if too_few:
@@ -538,9 +539,9 @@ def _prometheus(result: CheckResult) -> str:
 def _log_to_mlflow(settings: Settings, model: ModelSpec, result: CheckResult,
                    champion: VersionRef | None) -> str:
     """One run per checked day in the model's monitoring experiment; re-running a day reuses it."""
-    from glue import tracking
+    from glue.adapters import mlflow
 
-    experiment_id = tracking.ensure_experiment(settings, model.monitoring.experiment_name
+    experiment_id = mlflow.ensure_experiment(settings, model.monitoring.experiment_name
                                                or f"{model.name}-monitoring")
     day = result.day.isoformat()
     tags = {
@@ -563,7 +564,7 @@ def _log_to_mlflow(settings: Settings, model: ModelSpec, result: CheckResult,
         metrics |= {f"drift_score.{c}": v for c, v in result.drift.scores.items()}
     if result.quality and result.quality.value is not None:
         metrics[f"quality.{result.quality.metric}"] = result.quality.value
-    run_id = tracking.log_check_run(
+    run_id = mlflow.log_check_run(
         experiment_id, run_name=f"check-{day}",
         match={contract.MONITOR_DAY: day, contract.MONITOR_MODEL: model.name}, tags=tags, metrics=metrics,
         artifacts=result.out_dir, artifact_path=contract.MONITORING_ARTIFACT_DIR,
@@ -573,5 +574,5 @@ def _log_to_mlflow(settings: Settings, model: ModelSpec, result: CheckResult,
                                                             ("decay", contract.MONITOR_DECAY),
                                                             ("retrain", contract.MONITOR_RETRAIN)))
         verdict = f"{day}: {flags} (run {run_id})"
-        tracking.set_version_tags(champion.name, champion.version, {contract.MONITOR_LAST_CHECK: verdict})
+        mlflow.set_version_tags(champion.name, champion.version, {contract.MONITOR_LAST_CHECK: verdict})
     return run_id

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from glue import versioning
+from glue.adapters import dvc
 from glue.errors import GlueError
 from glue.settings import Settings, feast_prod_env
 
@@ -80,22 +80,22 @@ def run_loop(settings: Settings, *, force: bool = False, push: bool = True) -> R
     recorded (re-running from the first that they do not), then push the data to the DVC remote."""
     start = time.perf_counter()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    versioning.reproduce(settings.project_dir, force=force)
+    dvc.reproduce(settings.project_dir, force=force)
     missing = missing_in_stores(settings)
     first = None
     if missing:
         first = min(missing, key=STORE_STAGES.index)
-        versioning.reproduce(settings.project_dir, first, force=True, downstream=True)
+        dvc.reproduce(settings.project_dir, first, force=True, downstream=True)
         still = missing_in_stores(settings)
         if still:
             raise GlueError(f"after re-running from stage '{first}', the {settings.profile} profile's stores "
                             f"still lack: {_listed(still)}")
     if push:
-        remote = versioning.ensure_remote(settings.project_dir, settings.profile, settings.dvc_remote)
-        versioning.push(settings.project_dir, remote)
+        remote = dvc.ensure_remote(settings.project_dir, settings.profile, settings.dvc_remote)
+        dvc.push(settings.project_dir, remote)
     return RunResult(
         seconds=time.perf_counter() - start,
-        data_version=versioning.data_version(settings.project_dir),
+        data_version=dvc.data_version(settings.project_dir),
         metrics=_read_metrics(settings.project_dir / METRICS_DIR),
         tracking_uri=settings.mlflow_tracking_uri if settings.profile == "local" else "",
         champions=_champions(settings),
@@ -138,24 +138,25 @@ def missing_in_stores(settings: Settings) -> dict[str, str]:
     data/model/<model>.json names (from the same run), and the champion that
     metrics/<model>/gate.json says was promoted.
     """
-    from glue import feature_store, promotion, tracking, training
+    from glue import promotion, training
+    from glue.adapters import feast, mlflow
 
     missing: dict[str, str] = {}
     records = {m.name: settings.data_dir / training.model_record(m.name) for m in settings.models}
     if not any(path.is_file() for path in records.values()):
         return missing  # the pipeline has not trained yet: nothing is claimed
-    store = feature_store.open_store(settings)
+    store = feast.open_store(settings)
     lacking = sorted({what for m in settings.models
-                      for what in feature_store.missing_online(store, m.feature_service)})
+                      for what in feast.missing_online(store, m.feature_service)})
     if lacking:
         missing["features"] = f"Feast ({settings.feast_yaml.name}): {', '.join(lacking)}"
-    tracking.configure(settings)
+    mlflow.configure(settings)
     for model in settings.models:
         if not records[model.name].is_file():
             continue
         record = json.loads(records[model.name].read_text())
         name, version = record["registered_model"], str(record["version"])
-        held = tracking.find_version(name, version)
+        held = mlflow.find_version(name, version)
         if held is None or held.run_id != record["run_id"]:
             missing.setdefault("train", f"MLflow registry {settings.mlflow_registry_uri}: {name} version "
                                         f"{version} of run {record['run_id']}")
@@ -164,20 +165,20 @@ def missing_in_stores(settings: Settings) -> dict[str, str]:
         if gate_record.is_file():
             gate = json.loads(gate_record.read_text())
             if gate.get("promoted") and gate.get("challenger_version") == version and \
-                    tracking.get_alias(name, "champion") is None:
+                    mlflow.get_alias(name, "champion") is None:
                 missing.setdefault("promote", f"MLflow registry {settings.mlflow_registry_uri}: alias "
                                               f"champion of {name}")
     return missing
 
 
 def _champions(settings: Settings) -> dict[str, str | None]:
-    from glue import tracking
+    from glue.adapters import mlflow
     from glue.contract import CHAMPION
 
-    tracking.configure(settings)
+    mlflow.configure(settings)
     out = {}
     for model in settings.models:
-        ref = tracking.get_alias(model.name, CHAMPION)
+        ref = mlflow.get_alias(model.name, CHAMPION)
         out[model.name] = ref.version if ref else None
     return out
 

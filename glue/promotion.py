@@ -44,9 +44,9 @@ from glue.errors import GlueError
 if TYPE_CHECKING:
     import numpy as np
 
+    from glue.adapters.mlflow import VersionRef
     from glue.features import TrainingFrame
     from glue.settings import GateParams, ModelSpec, Settings
-    from glue.tracking import VersionRef
 
 LOCK_TIMEOUT_SECONDS = 120.0
 BINARY = "binary_classification"
@@ -105,7 +105,7 @@ class Comparison:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Comparison:
-        from glue.tracking import VersionRef
+        from glue.adapters.mlflow import VersionRef
 
         return cls(**{**data, "challenger": VersionRef(**data["challenger"]),
                       "champion": VersionRef(**data["champion"]) if data["champion"] else None,
@@ -150,7 +150,7 @@ def evaluate(settings: Settings, model: ModelSpec, frame: TrainingFrame | None =
 
 def promote_evaluated(settings: Settings, model: ModelSpec) -> GateResult:
     """The `promote` stage: act on the comparison `evaluate` wrote, if it is about today's challenger."""
-    from glue import tracking
+    from glue.adapters import mlflow
 
     path = settings.outputs_dir / evaluation_file(model.name)
     try:
@@ -160,8 +160,8 @@ def promote_evaluated(settings: Settings, model: ModelSpec) -> GateResult:
                         "first") from None
     except (ValueError, TypeError, KeyError) as exc:
         raise GlueError(f"{path}: not an evaluation written by `glue evaluate` ({exc})") from None
-    tracking.configure(settings)
-    current = tracking.get_alias(comparison.model_name, CHALLENGER)
+    mlflow.configure(settings)
+    current = mlflow.get_alias(comparison.model_name, CHALLENGER)
     if current is None or current.version != comparison.challenger.version:
         raise GlueError(
             f"{path} evaluated {comparison.model_name} version {comparison.challenger.version}, but the "
@@ -172,15 +172,16 @@ def promote_evaluated(settings: Settings, model: ModelSpec) -> GateResult:
 
 def compare(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = None) -> Comparison:
     """Score challenger and champion on the challenger's validation window and decide."""
-    from glue import tracking, training
+    from glue import training
+    from glue.adapters import mlflow
 
-    tracking.configure(settings)
+    mlflow.configure(settings)
     name = model.name
-    challenger = tracking.get_alias(name, CHALLENGER)
+    challenger = mlflow.get_alias(name, CHALLENGER)
     if challenger is None:
         raise GlueError(f"registered model '{name}' has no '{CHALLENGER}' version; "
                         f"run `glue train --model {name}` first")
-    champion = tracking.get_alias(name, CHAMPION)
+    champion = mlflow.get_alias(name, CHAMPION)
     start = challenger.tags.get(contract.VALIDATION_START)
     end = challenger.tags.get(contract.VALIDATION_END)
     if not start or not end:
@@ -227,14 +228,14 @@ def logged_validation_frame(settings: Settings, model: ModelSpec, challenger: Ve
     """
     import pandas as pd
 
-    from glue import tracking
+    from glue.adapters import mlflow
     from glue.features import TrainingFrame
 
     run_id = challenger.tags.get(contract.TRAIN_RUN_ID) or challenger.run_id
     columns = contract.feature_columns(challenger.tags)
     if not run_id or not columns:
         return None
-    path = tracking.cached_artifact(settings, run_id, contract.VALIDATION_ARTIFACT)
+    path = mlflow.cached_artifact(settings, run_id, contract.VALIDATION_ARTIFACT)
     if path is None:
         return None
     df = pd.read_parquet(path)
@@ -253,9 +254,9 @@ def logged_validation_frame(settings: Settings, model: ModelSpec, challenger: Ve
 
 def promote(settings: Settings, model: ModelSpec, comparison: Comparison) -> GateResult:
     """Record the verdict and, if it passed, move ``champion`` (locked, re-checked, last)."""
-    from glue import tracking
+    from glue.adapters import mlflow
 
-    tracking.configure(settings)
+    mlflow.configure(settings)
     c = comparison
     name, version = c.model_name, c.challenger.version
     seen = c.champion.version if c.champion else None
@@ -265,25 +266,25 @@ def promote(settings: Settings, model: ModelSpec, comparison: Comparison) -> Gat
 
     if not c.decision.passed:
         if seen != version:  # do not overwrite the verdict that made it champion
-            tracking.set_version_tags(name, version, {**tags, gate_tag("decision"): GATE_REJECTED})
+            mlflow.set_version_tags(name, version, {**tags, gate_tag("decision"): GATE_REJECTED})
     else:
         with promotion_lock(settings, name):
-            current = tracking.get_alias(name, CHAMPION)
+            current = mlflow.get_alias(name, CHAMPION)
             now = current.version if current else None
             if concurrent_change(seen, now):
                 reason = (f"champion changed concurrently (was {seen or 'none'}, now {now}); "
                           "re-run the gate")
                 after = now
-                tracking.set_version_tags(name, version, {**tags, gate_tag("decision"): GATE_STALE,
+                mlflow.set_version_tags(name, version, {**tags, gate_tag("decision"): GATE_STALE,
                                                           gate_tag("reason"): reason})
             else:
-                tracking.set_version_tags(name, version, {**tags, gate_tag("decision"): GATE_PASSED})
-                tracking.set_alias(name, CHAMPION, version)  # the commit point
+                mlflow.set_version_tags(name, version, {**tags, gate_tag("decision"): GATE_PASSED})
+                mlflow.set_alias(name, CHAMPION, version)  # the commit point
                 promoted, after = True, version
         if promoted:
-            tracking.set_version_tags(name, version, {gate_tag("promoted_at"): decided_at})
+            mlflow.set_version_tags(name, version, {gate_tag("promoted_at"): decided_at})
             if seen is not None:
-                tracking.set_version_tags(name, seen, {gate_tag("replaced_by"): version,
+                mlflow.set_version_tags(name, seen, {gate_tag("replaced_by"): version,
                                                        gate_tag("replaced_at"): decided_at})
 
     result = GateResult(promoted, reason, name, version, seen, after, gate_metrics(c), decided_at)
@@ -475,9 +476,10 @@ def promotion_lock(settings: Settings, name: str, timeout: float = LOCK_TIMEOUT_
 
 def _scores(ref: VersionRef, rows: Any, frame: TrainingFrame, task: str) -> np.ndarray:
     """One registered model's predictions on the window, fed the columns it was trained on."""
-    from glue import tracking, training
+    from glue import training
+    from glue.adapters import mlflow
 
-    model = tracking.load_sklearn_model(ref.uri)
+    model = mlflow.load_sklearn_model(ref.uri)
     tagged = contract.feature_columns(ref.tags)
     columns = list(getattr(model, "feature_names_in_", None)
                    if getattr(model, "feature_names_in_", None) is not None

@@ -25,7 +25,7 @@ from glue.errors import GlueError
 from glue.settings import ESTIMATORS, PARAMS_FILE, TASK_METRICS, Task
 
 if TYPE_CHECKING:
-    from glue.feature_store import FieldInfo, RepoDescription
+    from glue.adapters.feast import FieldInfo, RepoDescription
 
 PIPELINE_FILE = "dvc.yaml"
 DAGS_DIR = "dags"
@@ -108,7 +108,7 @@ def init_project(project_dir: Path, feature_repo: Path, models: Sequence[ModelRe
     into <project>/feature_repo (where the settings look for it) unless it already is there; runs
     `dvc init` (with `git init` first when `git`). Refuses an existing project.
     """
-    from glue import feature_store
+    from glue.adapters import feast
 
     project_dir = Path(project_dir).resolve()
     source_repo = Path(feature_repo).resolve()
@@ -124,7 +124,7 @@ def init_project(project_dir: Path, feature_repo: Path, models: Sequence[ModelRe
         raise GlueError(f"{target_repo} already exists and is not the feature repo {source_repo}; "
                         "remove it or pass it as --feature-repo")
 
-    repo = feature_store.describe_repo(source_repo)
+    repo = feast.describe_repo(source_repo)
     if not repo.feature_services:
         raise GlueError(f"feature repo {source_repo} has no feature service: a model is trained and served "
                         "on one (declare a feast.FeatureService over its feature views)")

@@ -1,7 +1,7 @@
 """Where the prod service set keeps its state, which secrets it uses and where it listens.
 
 Why a module of its own: the set's launcher (glue/services.py) starts the processes and the Airflow
-adapter (glue/orchestration.py) configures every prod Airflow process with the same admin user,
+adapter (glue/adapters/airflow.py) configures every prod Airflow process with the same admin user,
 JWT secret and API address; both need these facts, and neither should import the other. It imports
 nothing but the standard library, so either can load it at the top.
 

@@ -143,7 +143,7 @@ def glue_env(state: Path, creds: dict[str, str]) -> dict[str, str]:
 
 def services(project_dir: Path) -> list[Service]:
     """The processes of the set, in start order."""
-    from glue import orchestration
+    from glue.adapters import airflow
     from glue.settings import load_settings
 
     state = state_dir(project_dir)
@@ -174,7 +174,7 @@ def services(project_dir: Path) -> list[Service]:
         ready=lambda: _http_ok(f"{mlflow_url()}/health"),
         address=mlflow_url(),
     )
-    airflow = {**orchestration.airflow_env(settings), **env}
+    airflow = {**airflow.airflow_env(settings), **env}
     home = Path(airflow["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     passwords = Path(airflow["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
@@ -200,7 +200,7 @@ def services(project_dir: Path) -> list[Service]:
 
 def start(project_dir: Path, echo: Callable[[str], None] = print) -> dict[str, str]:
     """Create the databases, then start every service not yet running; returns the shell env."""
-    from glue import orchestration
+    from glue.adapters import airflow
     from glue.settings import load_settings
 
     started = time.perf_counter()
@@ -210,7 +210,7 @@ def start(project_dir: Path, echo: Callable[[str], None] = print) -> dict[str, s
     echo(f"redis: {check_redis()} answers")
     state = state_dir(project_dir)
     procs = services(project_dir)
-    orchestration.init_airflow(load_settings("prod", project_dir))  # `airflow db migrate`, once
+    airflow.init_airflow(load_settings("prod", project_dir))  # `airflow db migrate`, once
     for service in procs:
         pid = _pid(state, service.name)
         if pid is not None:

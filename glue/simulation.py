@@ -109,7 +109,8 @@ def simulate(
     """Train each model's first champion on the history, then monitor (and retrain) for `days` days."""
     import time
 
-    from glue import orchestration, project_code
+    from glue import project_code
+    from glue.adapters import airflow
 
     spec = settings.params.data.generator
     if not spec:
@@ -136,9 +137,9 @@ def simulate(
     source.deliver(sim.raw_dir, dates[first - 1])  # the history, until the end of the day before
     champions: dict[str, str] = {}
     for i, spec_ in enumerate(models):  # the first champions (the first run refreshes the features)
-        dag_id = orchestration.training_dag_id(spec_.name)
-        run = orchestration.test_dag(sim, dag_id, dates[first - 1], conf=_refresh(i == 0))
-        gate = orchestration.xcom_return(sim, dag_id, run.run_id, "promote") or {}
+        dag_id = airflow.training_dag_id(spec_.name)
+        run = airflow.test_dag(sim, dag_id, dates[first - 1], conf=_refresh(i == 0))
+        gate = airflow.xcom_return(sim, dag_id, run.run_id, "promote") or {}
         if not gate.get("champion_after"):
             raise GlueError(f"glue simulate: the first {spec_.name} did not become champion: "
                             f"{gate.get('summary')}")
@@ -148,7 +149,7 @@ def simulate(
     for index in range(first, first + days):
         day = dates[index]
         source.deliver(sim.raw_dir, day)
-        orchestration.test_dag(sim, orchestration.FEATURES_DAG, day)
+        airflow.test_dag(sim, airflow.FEATURES_DAG, day)
         for spec_ in models:
             rows.append(_model_day(sim, spec_, index, day, time.perf_counter()))
     return SimulationResult(start_day=first, models=[m.name for m in models], days=rows,
@@ -278,26 +279,26 @@ def _model_day(sim: Settings, model: ModelSpec, index: int, day: dt.date, starte
     """One model's monitoring run of the day and, when it asks for one, its retrain."""
     import time
 
-    from glue import orchestration
+    from glue.adapters import airflow
 
-    dag_id = orchestration.monitoring_dag_id(model.name)
-    monitored = orchestration.test_dag(sim, dag_id, day)
-    check: dict[str, Any] = orchestration.xcom_return(sim, dag_id, monitored.run_id, "check") or {}
+    dag_id = airflow.monitoring_dag_id(model.name)
+    monitored = airflow.test_dag(sim, dag_id, day)
+    check: dict[str, Any] = airflow.xcom_return(sim, dag_id, monitored.run_id, "check") or {}
     retrain = monitored.task_states.get("request_retrain") == "success"
     fields: dict[str, Any] = {"index": index, "day": day.isoformat(), "model": model.name,
                               "retrain": retrain, "decision": str(check.get("summary", "")),
                               "drift": bool(check.get("drift")), "decay": bool(check.get("decay"))}
     if retrain:  # the features are today's: glue_features has just run
-        training = orchestration.training_dag_id(model.name)
-        trained = orchestration.test_dag(sim, training, day, conf=_refresh(False))
-        gate = orchestration.xcom_return(sim, training, trained.run_id, "promote") or {}
+        training = airflow.training_dag_id(model.name)
+        trained = airflow.test_dag(sim, training, day, conf=_refresh(False))
+        gate = airflow.xcom_return(sim, training, trained.run_id, "promote") or {}
         fields |= {"trained_version": gate.get("challenger_version"), "promoted": gate.get("promoted"),
                    "champion": gate.get("champion_after")}
     return DayResult(**fields, seconds=time.perf_counter() - started)
 
 
 def _refresh(needed: bool) -> dict[str, Any]:
-    from glue.orchestration import REFRESH_CONF
+    from glue.adapters.airflow import REFRESH_CONF
 
     return {REFRESH_CONF: needed}
 

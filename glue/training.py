@@ -139,17 +139,17 @@ def train(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = No
     Without a frame the features are read from Feast inside the MLflow run, so Feast's MLflow
     integration tags the run with the feature service, views and refs it served.
     """
-    from glue import tracking
+    from glue.adapters import mlflow
 
     start = time.perf_counter()
     store = None
     if frame is None:
-        from glue import feature_store
+        from glue.adapters import feast
 
-        store = feature_store.open_store(settings)
+        store = feast.open_store(settings)
     data_tags = lineage.data_lineage_tags(settings.project_dir, settings.validated_dir)
 
-    with tracking.training_run(settings, model.experiment_name, tags=data_tags, store=store) as run_id:
+    with mlflow.training_run(settings, model.experiment_name, tags=data_tags, store=store) as run_id:
         if frame is None:
             from glue.features import training_frame
 
@@ -186,37 +186,37 @@ def train(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = No
             LABEL: label,
             TRAIN_PARAMS: json.dumps(spec, sort_keys=True),
         }
-        tracking.set_tags(run_tags)
-        tracking.log_params({**_flat_params(spec), "feature_service": frame.feature_service,
+        mlflow.set_tags(run_tags)
+        mlflow.log_params({**_flat_params(spec), "feature_service": frame.feature_service,
                              "n_features": len(columns)})
-        tracking.log_datasets(
+        mlflow.log_datasets(
             {"training": train_df[[TIMESTAMP_COLUMN, *columns, label]],
              "validation": valid_df[[TIMESTAMP_COLUMN, *columns, label]]},
             name=frame.feature_service, source=settings.feast_repo, target=label,
         )
-        model_uri, model_id = tracking.log_sklearn_model(estimator, train_df[columns].head(5))
-        tracking.log_feature_refs(frame.feature_refs)
-        tracking.log_metrics({**metrics, "fit_seconds": fit_seconds}, model_id=model_id)
-        tracking.evaluate_model(model_uri, valid_df[[*columns, label]], label,
+        model_uri, model_id = mlflow.log_sklearn_model(estimator, train_df[columns].head(5))
+        mlflow.log_feature_refs(frame.feature_refs)
+        mlflow.log_metrics({**metrics, "fit_seconds": fit_seconds}, model_id=model_id)
+        mlflow.evaluate_model(model_uri, valid_df[[*columns, label]], label,
                                 "classifier" if model.task == BINARY else "regressor", model_id=model_id)
 
         reference = reference_sample(train_df[[TIMESTAMP_COLUMN, *columns, label]],
                                      model.reference_rows, model.random_state)
         reference[PREDICTION_COLUMN] = predict(estimator, model.task, reference[columns])
-        tracking.log_frame(reference, REFERENCE_ARTIFACT)
+        mlflow.log_frame(reference, REFERENCE_ARTIFACT)
         validation = valid_df[[TIMESTAMP_COLUMN, *columns, label]].assign(**{PREDICTION_COLUMN: predictions})
-        tracking.log_frame(validation, VALIDATION_ARTIFACT)
+        mlflow.log_frame(validation, VALIDATION_ARTIFACT)
 
         importance = feature_importance(estimator, model.task, valid_df[columns], y_valid, model.random_state)
-        tracking.log_dict(importance, FEATURE_IMPORTANCE_JSON)
-        tracking.log_figure(_importance_figure(importance, model.task), FEATURE_IMPORTANCE_PNG)
+        mlflow.log_dict(importance, FEATURE_IMPORTANCE_JSON)
+        mlflow.log_figure(_importance_figure(importance, model.task), FEATURE_IMPORTANCE_PNG)
         if model.task == REGRESSION:
-            tracking.log_figure(_residuals_figure(y_valid, predictions), RESIDUALS_PNG)
+            mlflow.log_figure(_residuals_figure(y_valid, predictions), RESIDUALS_PNG)
 
         _write_dvc_outputs(settings.outputs_dir, model, metrics, y_valid, predictions)
-        version = tracking.register_model(model_uri, model.name,
+        version = mlflow.register_model(model_uri, model.name,
                                           tags={**data_tags, **run_tags, TRAIN_RUN_ID: run_id})
-        tracking.set_alias(model.name, CHALLENGER, version)
+        mlflow.set_alias(model.name, CHALLENGER, version)
         _write_model_record(settings, model.name, version, run_id, model_uri)
 
     return TrainResult(

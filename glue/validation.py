@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from glue import expectations
+from glue.adapters import great_expectations
 from glue.errors import ValidationFailed
 from glue.settings import Settings, ValidationParams
 
@@ -35,7 +35,7 @@ class BatchValidation:
     path: Path
     success: bool
     rows: int
-    failures: list[expectations.ExpectationOutcome] = field(default_factory=list)
+    failures: list[great_expectations.ExpectationOutcome] = field(default_factory=list)
     result: dict = field(default_factory=dict)  # GE's validation result, or the read error
 
     def summary(self) -> str:
@@ -73,13 +73,13 @@ def validate_file(path: Path, rules: ValidationParams, now: datetime | None = No
     """Check one batch file (parquet or CSV named YYYY-MM-DD) against the raw schema."""
     now = now or datetime.now(UTC)
     day_or_error = _batch_day(path)
-    if isinstance(day_or_error, expectations.ExpectationOutcome):
+    if isinstance(day_or_error, great_expectations.ExpectationOutcome):
         return _unreadable(path, day_or_error)
     df_or_error = read_batch(path, rules)
-    if isinstance(df_or_error, expectations.ExpectationOutcome):
+    if isinstance(df_or_error, great_expectations.ExpectationOutcome):
         return _unreadable(path, df_or_error)
-    result = expectations.run_suite(df_or_error, rules, day_or_error, now)
-    failures = expectations.outcomes(result)
+    result = great_expectations.run_suite(df_or_error, rules, day_or_error, now)
+    failures = great_expectations.outcomes(result)
     return BatchValidation(path=path, success=not failures, rows=len(df_or_error), failures=failures,
                            result=result)
 
@@ -152,14 +152,15 @@ def quarantine(verdict: BatchValidation, folder: Path, rules: ValidationParams, 
     day = _batch_day(verdict.path)
     df = read_batch(verdict.path, rules) if isinstance(day, datetime) else None
     if isinstance(day, datetime) and isinstance(df, pd.DataFrame):
-        expectations.build_data_docs(df, rules, day, now or datetime.now(UTC), folder / "data_docs")
+        great_expectations.build_data_docs(df, rules, day, now or datetime.now(UTC), folder / "data_docs")
     return folder
 
 
-def read_batch(path: Path, rules: ValidationParams) -> pd.DataFrame | expectations.ExpectationOutcome:
+def read_batch(path: Path, rules: ValidationParams) -> pd.DataFrame | great_expectations.ExpectationOutcome:
     """Read a parquet or CSV batch; an unreadable file becomes a failure that names why."""
-    def fail(detail: str) -> expectations.ExpectationOutcome:
-        return expectations.ExpectationOutcome(column=None, expectation="readable_batch_file", detail=detail)
+    def fail(detail: str) -> great_expectations.ExpectationOutcome:
+        return great_expectations.ExpectationOutcome(column=None, expectation="readable_batch_file",
+                                                     detail=detail)
 
     if not path.is_file():
         return fail("file does not exist")
@@ -184,20 +185,20 @@ def read_batch(path: Path, rules: ValidationParams) -> pd.DataFrame | expectatio
     return fail(f"unsupported file type '{suffix}' (expected .parquet or .csv)")
 
 
-def _batch_day(path: Path) -> datetime | expectations.ExpectationOutcome:
+def _batch_day(path: Path) -> datetime | great_expectations.ExpectationOutcome:
     match = BATCH_NAME.match(path.name)
     if match:
         try:
             return datetime.strptime(match.group(1), "%Y-%m-%d").replace(tzinfo=UTC)
         except ValueError:
             pass
-    return expectations.ExpectationOutcome(
+    return great_expectations.ExpectationOutcome(
         column=None, expectation="batch_file_name",
         detail="the file name must be the batch's day, YYYY-MM-DD.parquet or YYYY-MM-DD.csv",
     )
 
 
-def _unreadable(path: Path, failure: expectations.ExpectationOutcome) -> BatchValidation:
+def _unreadable(path: Path, failure: great_expectations.ExpectationOutcome) -> BatchValidation:
     return BatchValidation(path=path, success=False, rows=0, failures=[failure],
                            result={"success": False, "error": failure.detail})
 

@@ -12,7 +12,7 @@ The package is laid out as MLflow's scoring server separates its parts:
 - :mod:`~glue.serving.shadow` - shadow and A/B per model: the arm choice and the shadow scorer;
 - :mod:`~glue.serving.metrics` - Prometheus metrics, labelled by model;
 - :mod:`~glue.serving.prediction_writer` - the prediction log, written off the request thread;
-- :mod:`~glue.serving.store` - the process's Feast store, through glue/feature_store.py;
+- :mod:`~glue.serving.store` - the process's Feast store, through glue/adapters/feast.py;
 - :mod:`~glue.serving.config` - each model's ``serving:`` policy and GLUE_SERVE_*.
 
 What runs beside the requests, never in their way:

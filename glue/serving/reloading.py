@@ -53,16 +53,16 @@ class ServedModel:
 
 def load_model(settings: Settings, model: ModelSpec, alias: str, store: FeatureStore) -> ServedModel | None:
     """The version of `model` behind `alias` (None if there is none), checked against its Feast service."""
-    from glue import feature_store, tracking
+    from glue.adapters import feast, mlflow
 
-    ref = tracking.get_alias(model.name, alias)
+    ref = mlflow.get_alias(model.name, alias)
     if ref is None:
         return None
-    return load_version(model, ref, alias, store, feature_store, tracking)
+    return load_version(model, ref, alias, store, feast, mlflow)
 
 
-def load_version(model: ModelSpec, ref: Any, alias: str, store: FeatureStore, feature_store: Any,
-                 tracking: Any, schema: RequestSchema | None = None) -> ServedModel:
+def load_version(model: ModelSpec, ref: Any, alias: str, store: FeatureStore, feast: Any,
+                 mlflow: Any, schema: RequestSchema | None = None) -> ServedModel:
     """Load one registered version for serving, refusing it if Feast no longer serves its inputs
     or if its feature service needs a request field the model's request schema lacks."""
     from glue import scoring
@@ -72,20 +72,20 @@ def load_version(model: ModelSpec, ref: Any, alias: str, store: FeatureStore, fe
         raise GlueError(f"{ref.name} version {ref.version} has no tag {contract.FEATURE_COLUMNS}: it was "
                         "not trained by `glue train`, so its input columns are unknown")
     service = ref.tags.get(contract.FEATURE_SERVICE) or model.feature_service
-    provided, _ = feature_store.feature_columns(store, service)
+    provided, _ = feast.feature_columns(store, service)
     missing = [c for c in columns if c not in provided]
     if missing:
         raise GlueError(f"{ref.name} version {ref.version} needs column(s) {', '.join(missing[:5])} that "
                         f"Feast feature service '{service}' does not provide")
     if schema is not None and service != schema.feature_service:
-        inputs = feature_store.service_inputs(store, service)
+        inputs = feast.service_inputs(store, service)
         lacking = [f for f in (*inputs.join_keys, *inputs.request_fields) if f not in schema.types]
         if lacking:
             raise GlueError(f"{ref.name} version {ref.version} is served on '{service}', which needs request "
                             f"field(s) {', '.join(lacking)} that the requests of '{schema.feature_service}' "
                             "do not carry")
     task = ref.tags.get(contract.TASK) or model.task
-    estimator = tracking.load_sklearn_model(ref.uri)
+    estimator = mlflow.load_sklearn_model(ref.uri)
     predict, path = scoring.scorer(estimator, columns, task)
     return ServedModel(name=ref.name, version=ref.version, alias=alias, task=task, feature_service=service,
                        columns=columns, predict=predict, scoring_path=path, loaded_at=time.time())
@@ -148,9 +148,9 @@ class Reloader:
 
     def run(self, stop: Any) -> None:
         """Poll until `stop` (a threading.Event) is set: the reloader thread's body."""
-        from glue import tracking
+        from glue.adapters import mlflow
 
-        tracking.configure(self.settings)
+        mlflow.configure(self.settings)
         while not stop.is_set():
             self.poll_once()
             stop.wait(self.poll_seconds)
@@ -175,11 +175,11 @@ class Reloader:
                 0 if model.problems() or self.state.store_error else 1)
 
     def _derive_schema(self, model: ModelState, handle: StoreHandle) -> None:
-        from glue import feature_store
+        from glue.adapters import feast
 
         spec = model.spec
         try:
-            inputs = feature_store.service_inputs(handle.store, spec.feature_service)
+            inputs = feast.service_inputs(handle.store, spec.feature_service)
             model.schema = RequestSchema(spec.name, inputs, self.settings.params.validation.columns,
                                          self.settings.params.data.event_id, model.params.max_batch_rows)
             model.schema_error = None
@@ -216,12 +216,12 @@ class Reloader:
             handle.reader(service).read(model.schema.entity_rows([model.schema.probe_row()]))
 
     def _reload(self, model: ModelState, slot: str, alias: str, handle: StoreHandle) -> None:
-        from glue import feature_store, tracking
+        from glue.adapters import feast, mlflow
 
         name = model.spec.name
         current: ServedModel | None = getattr(model.models, slot)
         try:
-            ref = tracking.get_alias(name, alias)
+            ref = mlflow.get_alias(name, alias)
         except Exception as exc:
             log.warning("registry unreachable, keeping %s of %s: %s", describe(current), name, exc)
             if current is None:
@@ -240,7 +240,7 @@ class Reloader:
             return  # the same version failed a moment ago: retry it later, not on every poll
         started = time.perf_counter()
         try:
-            loaded = load_version(model.spec, ref, alias, handle.store, feature_store, tracking, model.schema)
+            loaded = load_version(model.spec, ref, alias, handle.store, feast, mlflow, model.schema)
             handle.reader(loaded.feature_service)
         except Exception as exc:
             self.metrics.reloads.labels(model=name, alias=alias, result="failed").inc()

@@ -2,7 +2,7 @@
 
 Why a module of its own: parsing and validation are apart from scoring and from the transport
 (as in MLflow's scoring server). Nothing here is written for one project: a model's request is
-derived from its Feast feature service (:func:`~glue.feature_store.service_inputs`) when the server
+derived from its Feast feature service (:func:`~glue.adapters.feast.service_inputs`) when the server
 loads it:
 
 - the entity join keys of the service's views, with their Feast types;
@@ -41,7 +41,7 @@ from pydantic import (
 from glue.errors import GlueError
 
 if TYPE_CHECKING:
-    from glue.feature_store import ServiceInputs
+    from glue.adapters.feast import ServiceInputs
     from glue.settings import ColumnRule
 
 INSTANCES = "instances"  # the body's list of rows (MLflow's scoring server and TF serving call it so)

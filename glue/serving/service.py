@@ -38,7 +38,7 @@ from glue.serving.schema import ServingError, unavailable
 from glue.serving.shadow import SHADOW, ShadowScorer, choose_arms
 
 if TYPE_CHECKING:
-    from glue.feature_store import OnlineRead
+    from glue.adapters.feast import OnlineRead
     from glue.serving.config import ServingParams
     from glue.serving.reloading import Models
     from glue.serving.schema import RequestSchema

@@ -25,7 +25,7 @@ from glue.serving.prediction_writer import LogBatch
 if TYPE_CHECKING:
     import threading
 
-    from glue.feature_store import OnlineRead
+    from glue.adapters.feast import OnlineRead
     from glue.serving.metrics import Metrics
     from glue.serving.prediction_writer import PredictionLog
     from glue.serving.reloading import Models, ModelState, ServingState

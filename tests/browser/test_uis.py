@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from glue import orchestration
+from glue.adapters import airflow
 from glue.settings import Settings, get_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(600)]
@@ -168,19 +168,19 @@ def uis(browser: Any, project: Settings, artifacts: Path) -> Iterator[Uis]:
             url=f"http://127.0.0.1:{port}", health="/health",
             log=artifacts / "mlflow-server.log",
         ))
-        orchestration.init_airflow(project)  # the api-server needs the metadata DB
+        airflow.init_airflow(project)  # the api-server needs the metadata DB
         port = _free_port()
         servers.append(_start(
             "airflow api-server",
             [_bin("airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            env={**os.environ, **orchestration.airflow_env(project), "AIRFLOW__API__PORT": str(port)},
+            env={**os.environ, **airflow.airflow_env(project), "AIRFLOW__API__PORT": str(port)},
             url=f"http://127.0.0.1:{port}", health="/api/v2/monitor/health",
             log=artifacts / "airflow-api-server.log",
         ))
-        run = orchestration.test_dag(project, "glue_features", "2026-01-15")
+        run = airflow.test_dag(project, "glue_features", "2026-01-15")
         assert run.task_states == {"validate": "success", "features": "success"}, run.summary()
         yield Uis(mlflow=servers[0], airflow=servers[1], features_run_id=run.run_id,
-                  airflow_passwords=orchestration.password_file(project))
+                  airflow_passwords=airflow.password_file(project))
     finally:
         _stop([server.proc for server in servers])
 
@@ -226,7 +226,7 @@ def test_airflow_ui_lists_the_dags_and_the_last_run(browser: Any, uis: Uis, proj
     base = uis.airflow.wait_ready()
     _airflow_login(browser, uis, artifacts, next_path="/dags")
     browser.get(f"{base}/dags")
-    for dag_id in orchestration.dag_ids(project):
+    for dag_id in airflow.dag_ids(project):
         _wait_for(browser, artifacts, "airflow-dags", f"DAG {dag_id!r} in the DAG list", _dag_card(dag_id))
     _wait_for(browser, artifacts, "airflow-dags",
               f"glue_features' latest run {uis.features_run_id!r} with state 'success' in the DAG list",

@@ -1,7 +1,7 @@
 """The Airflow DAGs: they load, are wired as documented, parse light, and run for real.
 
 Airflow reads its configuration when first imported, so everything that imports Airflow runs in a
-subprocess with the environment glue.orchestration builds: the test process never gets an
+subprocess with the environment glue.adapters.airflow builds: the test process never gets an
 ~/airflow of its own.
 """
 
@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from glue import orchestration, project_code
+from glue import project_code
+from glue.adapters import airflow
 from glue.errors import GlueError
 from glue.settings import Settings, load_settings
 
@@ -94,12 +95,12 @@ def dagbag(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_all_dags_load_without_import_errors(dagbag: dict) -> None:
     assert dagbag["errors"] == {}
     settings = load_settings("local", PROJECT_DIR)
-    assert sorted(dagbag["dags"]) == sorted(orchestration.dag_ids(settings))
+    assert sorted(dagbag["dags"]) == sorted(airflow.dag_ids(settings))
     models = [m.name for m in settings.models]
     assert len(models) >= 2  # the demo's two models: one DAG pair each
     for name in models:
-        assert orchestration.training_dag_id(name) == f"glue_training__{name}"
-        assert orchestration.monitoring_dag_id(name) == f"glue_monitoring__{name}"
+        assert airflow.training_dag_id(name) == f"glue_training__{name}"
+        assert airflow.monitoring_dag_id(name) == f"glue_monitoring__{name}"
 
 
 def test_features_dag_validates_then_builds_features_daily(dagbag: dict) -> None:
@@ -173,7 +174,7 @@ def test_dag_file_imports_nothing_heavy_at_parse_time(name: str, tmp_path: Path)
 def test_airflow_env_switches_metadata_db_and_executor_by_profile(
     tmp_project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    local = orchestration.airflow_env(load_settings("local"))
+    local = airflow.airflow_env(load_settings("local"))
     assert local["AIRFLOW_HOME"] == str(tmp_project / ".glue" / "airflow")
     assert local["AIRFLOW__CORE__DAGS_FOLDER"] == str(tmp_project / "dags")
     assert local["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == (
@@ -184,8 +185,8 @@ def test_airflow_env_switches_metadata_db_and_executor_by_profile(
     assert local["MLFLOW_TRACKING_URI"].startswith("sqlite:///")
 
     monkeypatch.setenv("GLUE_MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    prod = orchestration.airflow_env(load_settings("prod"))
-    assert prod["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == orchestration.PROD_DB_DEFAULT
+    prod = airflow.airflow_env(load_settings("prod"))
+    assert prod["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == airflow.PROD_DB_DEFAULT
     assert prod["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert prod["AIRFLOW__CELERY__BROKER_URL"] == "redis://127.0.0.1:6379/1"
     assert prod["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
@@ -198,11 +199,11 @@ def test_features_dag_runs_end_to_end_and_fails_loudly_on_a_bad_batch(tmp_projec
     settings = load_settings("local")
     generate_demo(settings, days=10, transactions_per_day=300, customers=300, merchants=40)
 
-    orchestration.init_airflow(settings)
+    airflow.init_airflow(settings)
     stamp = settings.airflow_home / "glue-db-migrated.json"
     assert stamp.is_file()
     migrated_at = stamp.stat().st_mtime_ns
-    result = orchestration.test_dag(settings, "glue_features", "2026-01-10")
+    result = airflow.test_dag(settings, "glue_features", "2026-01-10")
     assert stamp.stat().st_mtime_ns == migrated_at  # second init was a no-op
 
     assert result.task_states == {"validate": "success", "features": "success"}
@@ -211,7 +212,7 @@ def test_features_dag_runs_end_to_end_and_fails_loudly_on_a_bad_batch(tmp_projec
     assert validated == [f"2026-01-{d:02d}.parquet" for d in range(1, 11)]
     snapshots = pd.read_parquet(settings.features_dir / "customer_daily.parquet")
     assert len(snapshots) > 0
-    summary = orchestration.xcom_return(settings, "glue_features", result.run_id, "features")
+    summary = airflow.xcom_return(settings, "glue_features", result.run_id, "features")
     assert summary.startswith("features: ")
 
     # A broken batch: the gate task fails (no retry), the error names the DAG and the task, and
@@ -220,7 +221,7 @@ def test_features_dag_runs_end_to_end_and_fails_loudly_on_a_bad_batch(tmp_projec
     bad.loc[0, "amount"] = -5.0
     bad.to_parquet(settings.raw_events_dir / "2026-01-11.parquet", index=False)
     with pytest.raises(GlueError) as failed:
-        orchestration.test_dag(settings, "glue_features", "2026-01-11")
+        airflow.test_dag(settings, "glue_features", "2026-01-11")
     message = str(failed.value)
     assert "'glue_features'" in message and "task 'validate' failed" in message
     assert (settings.quarantine_dir / "2026-01-11").is_dir()
@@ -243,8 +244,8 @@ def test_simulation_delivers_what_arrived_each_day_and_trains_only_when_asked(
                                                           "transactions_per_day: 120"))
     settings = load_settings("local")
     model = next(m for m in settings.models if m.label.view)  # labels the simulation can replay
-    training_dag = orchestration.training_dag_id(model.name)
-    monitoring_dag = orchestration.monitoring_dag_id(model.name)
+    training_dag = airflow.training_dag_id(model.name)
+    monitoring_dag = airflow.monitoring_dag_id(model.name)
     calls: list[tuple[str, str, list[str], list[str], dict | None]] = []
 
     def fake_test_dag(sim, dag_id, day, conf=None):  # noqa: ANN001, ANN202
@@ -253,15 +254,15 @@ def test_simulation_delivers_what_arrived_each_day_and_trains_only_when_asked(
         calls.append((dag_id, day.isoformat(), events, labels, conf))
         retrain = dag_id == monitoring_dag and day.isoformat() >= "2026-01-25"
         states = {"check": "success", "request_retrain": "success" if retrain else "skipped"}
-        return orchestration.DagTestResult(dag_id, day.isoformat(), f"run-{day}", states, 0.0, "")
+        return airflow.DagTestResult(dag_id, day.isoformat(), f"run-{day}", states, 0.0, "")
 
     def fake_xcom(sim, dag_id, run_id, task_id):  # noqa: ANN001, ANN202
         if task_id == "check":
             return {"summary": f"checked {run_id}", "drift": True, "decay": False}
         return {"promoted": True, "challenger_version": "7", "champion_after": "7"}
 
-    monkeypatch.setattr(orchestration, "test_dag", fake_test_dag)
-    monkeypatch.setattr(orchestration, "xcom_return", fake_xcom)
+    monkeypatch.setattr(airflow, "test_dag", fake_test_dag)
+    monkeypatch.setattr(airflow, "xcom_return", fake_xcom)
     result = simulation.simulate(settings, days=3, start_day=23, model=model.name,
                                  overrides={"shift_day": 24, "shift_kind": "spending_change"})
 

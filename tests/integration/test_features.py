@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from feature_repo.demo import generate as demo_data
-from glue import feature_store
+from glue.adapters import feast
 from glue.errors import GlueError
 from glue.features import (
     FeaturesResult,
@@ -299,7 +299,7 @@ def test_read_events_gives_the_validated_batches_in_event_order(built) -> None:
 
 def test_online_features_match_offline_at_the_latest_snapshot(built) -> None:
     settings, result, frame, _ = built
-    store = feature_store.open_store(settings)
+    store = feast.open_store(settings)
     recent = frame.df[frame.df["event_timestamp"] >= pd.Timestamp("2026-01-10", tz="UTC")].head(20)
     now = pd.Timestamp(result.materialized_end) + pd.Timedelta(hours=3)  # after the last batch, at night
     request = ["customer_id", "merchant_id", "amount", "channel", "card_present"]
@@ -311,7 +311,7 @@ def test_online_features_match_offline_at_the_latest_snapshot(built) -> None:
     assert online["merchant_risk__txn_count_30d"].notna().all()
     assert (online["transaction_request_features__is_night"] == 1).all()  # 03:00 UTC
     entity_df = rows.reset_index(drop=True)
-    offline = feature_store.historical_features(store, entity_df, "fraud_model_v1")
+    offline = feast.historical_features(store, entity_df, "fraud_model_v1")
     offline = offline.sort_values(["customer_id", "merchant_id", "amount"]).reset_index(drop=True)
     keys = ["customer_id", "merchant_id", "amount"]
     online = online.assign(**{k: rows[k].to_numpy() for k in keys})
@@ -322,14 +322,14 @@ def test_online_features_match_offline_at_the_latest_snapshot(built) -> None:
 
 def test_online_spend_features_match_offline_at_the_latest_snapshot(built) -> None:
     settings, result, _, frame = built
-    store = feature_store.open_store(settings)
+    store = feast.open_store(settings)
     customers = sorted(frame.df["customer_id"].unique())[:20]
     online = online_features(settings, settings.model("customer-spend"),
                              [{"customer_id": int(c)} for c in customers], store=store)
     assert list(online.columns) == frame.feature_columns
     now = pd.Timestamp(result.materialized_end) + pd.Timedelta(hours=9)
     entity_df = pd.DataFrame({"customer_id": customers, "event_timestamp": now})
-    offline = feature_store.historical_features(store, entity_df, "spend_model_v1")
+    offline = feast.historical_features(store, entity_df, "spend_model_v1")
     offline = offline.sort_values("customer_id").reset_index(drop=True)
     np.testing.assert_allclose(online[frame.feature_columns].to_numpy(dtype=float),
                                offline[frame.feature_columns].to_numpy(dtype=float), rtol=1e-9)

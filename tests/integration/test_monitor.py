@@ -112,7 +112,7 @@ def test_the_regression_model_is_checked_in_its_own_metric_folder_and_experiment
 def test_check_is_logged_to_mlflow_once_per_day_and_tags_the_champion(champion_project: Path) -> None:
     from mlflow import MlflowClient
 
-    from glue import tracking
+    from glue.adapters import mlflow
 
     settings = get_settings()
     model = _model(settings, "binary_classification")
@@ -130,7 +130,7 @@ def test_check_is_logged_to_mlflow_once_per_day_and_tags_the_champion(champion_p
     logged = {a.path for a in client.list_artifacts(first.run_id, "monitoring")}
     assert {"monitoring/drift.html", "monitoring/drift.json", "monitoring/decision.json",
             "monitoring/metrics.prom"} <= logged
-    champion = tracking.get_alias(model.name, "champion")
+    champion = mlflow.get_alias(model.name, "champion")
     assert champion.tags[contract.MONITOR_LAST_CHECK].startswith(f"{day}: drift=true")
 
 
@@ -166,7 +166,8 @@ def test_the_current_window_is_what_the_server_logged_for_this_model(champion_pr
     """
     import pandas as pd
 
-    from glue import prediction_log, tracking
+    from glue import prediction_log
+    from glue.adapters import mlflow
 
     settings = get_settings()
     model = _model(settings, "binary_classification")
@@ -174,8 +175,8 @@ def test_the_current_window_is_what_the_server_logged_for_this_model(champion_pr
     events = features.read_events(settings)
     todays = events[events["event_timestamp"].dt.date == day].reset_index(drop=True)
     frame, columns = features.scoring_frame(settings, model, todays)
-    champion = tracking.get_alias(model.name, "champion")
-    scores = training.predict(tracking.load_sklearn_model(champion.uri), model.task, frame[columns])
+    champion = mlflow.get_alias(model.name, "champion")
+    scores = training.predict(mlflow.load_sklearn_model(champion.uri), model.task, frame[columns])
     folder = prediction_log.log_folder(settings)
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / f"{day}.jsonl").open("w") as fh:

@@ -28,13 +28,13 @@ def _with_floors(model: ModelSpec, floors: dict[str, float]) -> ModelSpec:
 
 @pytest.mark.slow
 def test_gate_story(tmp_project: Path) -> None:
-    from glue import tracking
+    from glue.adapters import mlflow
     from glue.settings import get_settings
 
     settings = get_settings()
     model = settings.model(MODEL)
     frame = synthetic_frame()
-    champion = lambda: tracking.get_alias(MODEL, contract.CHAMPION)  # noqa: E731
+    champion = lambda: mlflow.get_alias(MODEL, contract.CHAMPION)  # noqa: E731
 
     # 1. a first model that learnt nothing (shuffled labels) fails the floors: no champion
     noise = training.train(settings, model, synthetic_frame(shuffle_labels=True))
@@ -42,7 +42,7 @@ def test_gate_story(tmp_project: Path) -> None:
     assert not result.promoted and "first model" in result.reason and "floor" in result.reason
     assert result.model_name == MODEL and result.metrics["metric"] == "average_precision"
     assert champion() is None
-    assert tracking.get_version(MODEL, noise.version).tags["glue.gate.decision"] == "rejected"
+    assert mlflow.get_version(MODEL, noise.version).tags["glue.gate.decision"] == "rejected"
 
     # 2. a modest first model (logistic regression on three columns) clears them: champion
     modest_frame = dataclasses.replace(frame, feature_columns=["amount", "channel", "card_present"])
@@ -58,18 +58,18 @@ def test_gate_story(tmp_project: Path) -> None:
     comparison = promotion.compare(settings, model, frame)
     assert comparison.decision.passed, comparison.decision.reason
     assert comparison.positives is not None and 0 < comparison.positives < comparison.rows
-    tracking.set_alias(MODEL, contract.CHAMPION, noise.version)  # another gate got there first
+    mlflow.set_alias(MODEL, contract.CHAMPION, noise.version)  # another gate got there first
     result = promotion.promote(settings, model, comparison)
     assert not result.promoted and "changed concurrently" in result.reason
     assert champion().version == noise.version  # not moved by us
-    assert tracking.get_version(MODEL, strong.version).tags["glue.gate.decision"] == "stale"
+    assert mlflow.get_version(MODEL, strong.version).tags["glue.gate.decision"] == "stale"
 
     # 4. re-run after restoring: the better model is promoted, with the numbers as tags
-    tracking.set_alias(MODEL, contract.CHAMPION, modest.version)
+    mlflow.set_alias(MODEL, contract.CHAMPION, modest.version)
     result = promotion.evaluate_and_promote(settings, model, frame)
     assert result.promoted, result.reason
     assert champion().version == strong.version
-    tags = tracking.get_version(MODEL, strong.version).tags
+    tags = mlflow.get_version(MODEL, strong.version).tags
     assert tags["glue.gate.decision"] == "passed"
     assert tags["glue.gate.compared_with"] == modest.version
     assert float(tags["glue.gate.delta"]) > model.gate.min_improvement
@@ -80,14 +80,14 @@ def test_gate_story(tmp_project: Path) -> None:
     for key in ("challenger_average_precision", "champion_average_precision", "prob_better",
                 "decided_at", "promoted_at", "reason"):
         assert "glue.gate." + key in tags
-    assert tracking.get_version(MODEL, modest.version).tags["glue.gate.replaced_by"] == strong.version
+    assert mlflow.get_version(MODEL, modest.version).tags["glue.gate.replaced_by"] == strong.version
 
     # 5. a worse challenger is rejected; the champion stays, the reason is on the challenger
     worse = training.train(settings, model, synthetic_frame(shuffle_labels=True, seed=1))
     result = promotion.evaluate_and_promote(settings, model, frame)
     assert not result.promoted
     assert champion().version == strong.version
-    tags = tracking.get_version(MODEL, worse.version).tags
+    tags = mlflow.get_version(MODEL, worse.version).tags
     assert tags["glue.gate.decision"] == "rejected" and tags["glue.gate.reason"] == result.reason
     assert float(tags["glue.gate.delta"]) < 0
 
@@ -115,21 +115,21 @@ def test_gate_story(tmp_project: Path) -> None:
 @pytest.mark.slow
 def test_regression_gate_story(tmp_project: Path) -> None:
     """customer-spend: RMSE is the gate metric (lower is better), r2 >= 0.1 its floor."""
-    from glue import tracking
+    from glue.adapters import mlflow
     from glue.settings import get_settings
 
     settings = get_settings()
     model = settings.model(SPEND)
     assert model.gate.metric == "rmse" and model.gate.floors == {"r2": 0.1}
     frame = synthetic_spend_frame()
-    champion = lambda: tracking.get_alias(SPEND, contract.CHAMPION)  # noqa: E731
+    champion = lambda: mlflow.get_alias(SPEND, contract.CHAMPION)  # noqa: E731
 
     # 1. a first model that learnt nothing (shuffled labels) is below the r2 floor: no champion
     noise = training.train(settings, model, synthetic_spend_frame(shuffle_labels=True))
     result = promotion.evaluate_and_promote(settings, model, frame)
     assert not result.promoted and "first model" in result.reason and "r2" in result.reason
     assert champion() is None
-    tags = tracking.get_version(SPEND, noise.version).tags
+    tags = mlflow.get_version(SPEND, noise.version).tags
     assert tags["glue.gate.decision"] == "rejected" and tags["glue.gate.metric"] == "rmse"
     assert "glue.gate.window_positives" not in tags
 
@@ -152,7 +152,7 @@ def test_regression_gate_story(tmp_project: Path) -> None:
     result = promotion.evaluate_and_promote(settings, model, frame)
     assert result.promoted, result.reason
     assert champion().version == strong.version and result.champion_before == modest.version
-    tags = tracking.get_version(SPEND, strong.version).tags
+    tags = mlflow.get_version(SPEND, strong.version).tags
     assert tags["glue.gate.decision"] == "passed" and tags["glue.gate.metric"] == "rmse"
     assert float(tags["glue.gate.challenger_rmse"]) < float(tags["glue.gate.champion_rmse"])
     delta = float(tags["glue.gate.delta"])
@@ -176,5 +176,5 @@ def test_regression_gate_story(tmp_project: Path) -> None:
     assert saved["challenger"]["version"] == worse.version
     result = promotion.promote_evaluated(settings, model)
     assert not result.promoted and result.champion_after == strong.version
-    assert tracking.get_version(SPEND, worse.version).tags["glue.gate.decision"] == "rejected"
-    assert tracking.get_alias(MODEL, contract.CHAMPION) is None
+    assert mlflow.get_version(SPEND, worse.version).tags["glue.gate.decision"] == "rejected"
+    assert mlflow.get_alias(MODEL, contract.CHAMPION) is None

@@ -25,14 +25,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from glue import (
-    batch_scoring,
-    contract,
-    features,
-    prediction_log,
-    serving,
-    tracking,
-)
+from glue import batch_scoring, contract, features, prediction_log, serving
+from glue.adapters import mlflow
 from glue.errors import GlueError
 from glue.settings import Settings, get_settings
 
@@ -141,9 +135,9 @@ def _wait_challenger(client: Any, version: str, model: str = FRAUD, timeout: flo
 
 def _copy_of_champion(settings: Settings, model: str = FRAUD, tags: dict[str, str] | None = None) -> str:
     """A new registered version of a model's champion (a retrain without the wait)."""
-    ref = tracking.get_alias(model, contract.CHAMPION)
+    ref = mlflow.get_alias(model, contract.CHAMPION)
     assert ref is not None
-    return tracking.register_model(ref.source, model, {**ref.tags, **(tags or {})})
+    return mlflow.register_model(ref.source, model, {**ref.tags, **(tags or {})})
 
 
 # --- the answers ---------------------------------------------------------------------------------------
@@ -361,7 +355,7 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
     stop = threading.Event()
     seen: list[list[tuple[int, str]]] = [[] for _ in range(4)]
     spend_seen: list[int] = []
-    before = tracking.get_alias(FRAUD, contract.CHAMPION)
+    before = mlflow.get_alias(FRAUD, contract.CHAMPION)
     assert before is not None
     try:
         _wait_http_ready(url, server)
@@ -382,7 +376,7 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
             t.start()
         time.sleep(1.0)
         new = _copy_of_champion(project)
-        tracking.set_alias(FRAUD, contract.CHAMPION, new)
+        mlflow.set_alias(FRAUD, contract.CHAMPION, new)
         deadline = time.monotonic() + 30
         while not any(v == new for part in seen for _, v in part[-5:]):
             assert time.monotonic() < deadline, "the server never switched to the new champion"
@@ -391,7 +385,7 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
 
         # a version that cannot be served (its columns are not in the feature service): kept out
         broken = _copy_of_champion(project, tags={contract.FEATURE_COLUMNS: "customer_transactions__no_such"})
-        tracking.set_alias(FRAUD, contract.CHAMPION, broken)
+        mlflow.set_alias(FRAUD, contract.CHAMPION, broken)
         time.sleep(1.5)
         stop.set()
         for t in threads:
@@ -400,7 +394,7 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
         ready = httpx.get(f"{url}/ready").json()
     finally:
         stop.set()
-        tracking.set_alias(FRAUD, contract.CHAMPION, before.version)
+        mlflow.set_alias(FRAUD, contract.CHAMPION, before.version)
         server.send_signal(signal.SIGINT)
         try:
             output, _ = server.communicate(timeout=30)
@@ -424,10 +418,10 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
 
 def test_shadow_mode_logs_the_challenger_and_answers_with_the_champion(
         project: Settings, known: pd.DataFrame) -> None:
-    champion = tracking.get_alias(FRAUD, contract.CHAMPION)
+    champion = mlflow.get_alias(FRAUD, contract.CHAMPION)
     assert champion is not None
     challenger = _copy_of_champion(project)
-    tracking.set_alias(FRAUD, contract.CHALLENGER, challenger)
+    mlflow.set_alias(FRAUD, contract.CHALLENGER, challenger)
     with _client(project, mode="shadow") as client:
         _wait_ready(client)
         _wait_challenger(client, challenger)
@@ -444,9 +438,9 @@ def test_shadow_mode_logs_the_challenger_and_answers_with_the_champion(
 
 def test_ab_split_is_deterministic_per_entity(project: Settings, known: pd.DataFrame) -> None:
     challenger = _copy_of_champion(project)
-    tracking.set_alias(FRAUD, contract.CHALLENGER, challenger)
+    mlflow.set_alias(FRAUD, contract.CHALLENGER, challenger)
     spend_challenger = _copy_of_champion(project, SPEND)
-    tracking.set_alias(SPEND, contract.CHALLENGER, spend_challenger)
+    mlflow.set_alias(SPEND, contract.CHALLENGER, spend_challenger)
     rows = [_txn(r) for r in known.head(60).itertuples()]
     with _client(project, mode="ab", challenger_weight=0.5) as client:
         _wait_ready(client)
@@ -511,7 +505,7 @@ def test_score_batch_one_day_and_all_for_both_models(project: Settings) -> None:
     day = dt.date(2026, 1, 15)
     on_day = tx[tx["event_timestamp"].dt.date == day]
     fraud = project.model(FRAUD)
-    champion = tracking.get_alias(FRAUD, contract.CHAMPION)
+    champion = mlflow.get_alias(FRAUD, contract.CHAMPION)
     assert champion is not None
 
     result = batch_scoring.score_batch(project, fraud, day)

@@ -101,7 +101,7 @@ def test_evaluation_metrics_per_task() -> None:
 def test_train_logs_registers_and_tags_lineage(tmp_project: Path) -> None:
     from mlflow import MlflowClient
 
-    from glue import tracking
+    from glue.adapters import mlflow
     from glue.settings import get_settings
 
     head = _git_project(tmp_project)
@@ -111,7 +111,7 @@ def test_train_logs_registers_and_tags_lineage(tmp_project: Path) -> None:
     assert result.task == "binary_classification" and result.registered_model == "fraud-detector"
 
     # the run: params, metrics with a learnt signal, plots and importance as artifacts
-    tags, params, metrics = tracking.run_data(result.run_id)
+    tags, params, metrics = mlflow.run_data(result.run_id)
     assert params["estimator.type"] == "hist_gradient_boosting"
     assert params["estimator.params.max_iter"] == "200"
     assert params["validation_days"] == "7"
@@ -124,12 +124,12 @@ def test_train_logs_registers_and_tags_lineage(tmp_project: Path) -> None:
     assert metrics["train_rows"] + metrics["validation_rows"] == 4500
     assert 0 < metrics["validation_positives"] < metrics["train_positives"]
     assert tags[contract.TASK] == "binary_classification" and tags[contract.LABEL] == "is_fraud"
-    artifacts = set(tracking.run_artifacts(result.run_id))
+    artifacts = set(mlflow.run_artifacts(result.run_id))
     for plot in ("roc_curve_plot", "precision_recall_curve_plot", "calibration_curve_plot",
                  "confusion_matrix"):
-        assert f"{tracking.EVALUATE_PREFIX}{plot}.png" in artifacts
+        assert f"{mlflow.EVALUATE_PREFIX}{plot}.png" in artifacts
     assert {"feature_importance.png", "feature_importance.json", contract.FEAST_FEATURES_FILE} <= artifacts
-    monitoring = set(tracking.run_artifacts(result.run_id, "monitoring"))
+    monitoring = set(mlflow.run_artifacts(result.run_id, "monitoring"))
     assert {contract.REFERENCE_ARTIFACT, contract.VALIDATION_ARTIFACT} <= monitoring
     assert contract.RESIDUALS_PNG not in artifacts  # a regression's picture
 
@@ -166,7 +166,7 @@ def test_train_logs_registers_and_tags_lineage(tmp_project: Path) -> None:
 
     # artifacts landed in the profile's artifact dir; the model loads and scores
     assert any(settings.mlflow_artifacts_dir.rglob("model.pkl"))
-    model = tracking.load_sklearn_model(f"models:/fraud-detector@{contract.CHALLENGER}")
+    model = mlflow.load_sklearn_model(f"models:/fraud-detector@{contract.CHALLENGER}")
     assert model.predict_proba(synthetic_frame().X.head(3)).shape == (3, 2)
 
     # DVC metrics and plots, per model
@@ -190,7 +190,7 @@ def test_train_a_regression_logs_its_metrics_residuals_and_task(tmp_project: Pat
     import numpy as np
     from mlflow import MlflowClient
 
-    from glue import tracking
+    from glue.adapters import mlflow
     from glue.settings import get_settings
 
     head = _git_project(tmp_project)
@@ -200,7 +200,7 @@ def test_train_a_regression_logs_its_metrics_residuals_and_task(tmp_project: Pat
     result = training.train(settings, spec, frame)
     assert result.task == "regression" and result.registered_model == "customer-spend"
 
-    tags, params, metrics = tracking.run_data(result.run_id)
+    tags, params, metrics = mlflow.run_data(result.run_id)
     assert params["task"] == "regression" and params["estimator.type"] == "hist_gradient_boosting"
     assert params["estimator.params.max_iter"] == "150"
     assert params["feature_service"] == "spend_model_v1" and params["n_features"] == str(len(SPEND_FEATURES))
@@ -213,16 +213,16 @@ def test_train_a_regression_logs_its_metrics_residuals_and_task(tmp_project: Pat
     for binary_only in ("roc_auc", "average_precision", "train_positives", "validation_positives",
                         "decision_threshold"):
         assert binary_only not in metrics
-    assert any(k.startswith(tracking.EVALUATE_PREFIX) for k in metrics)  # MLflow's regressor evaluation
+    assert any(k.startswith(mlflow.EVALUATE_PREFIX) for k in metrics)  # MLflow's regressor evaluation
     assert tags[contract.TASK] == "regression" and tags[contract.LABEL] == "spend_next_7d"
 
-    artifacts = set(tracking.run_artifacts(result.run_id))
+    artifacts = set(mlflow.run_artifacts(result.run_id))
     assert {contract.RESIDUALS_PNG, "feature_importance.png", "feature_importance.json",
             contract.FEAST_FEATURES_FILE} <= artifacts
-    monitoring = set(tracking.run_artifacts(result.run_id, "monitoring"))
+    monitoring = set(mlflow.run_artifacts(result.run_id, "monitoring"))
     assert {contract.REFERENCE_ARTIFACT, contract.VALIDATION_ARTIFACT} <= monitoring
-    assert f"{tracking.EVALUATE_PREFIX}roc_curve_plot.png" not in artifacts
-    importance = json.loads((Path(tracking.download_artifact(
+    assert f"{mlflow.EVALUATE_PREFIX}roc_curve_plot.png" not in artifacts
+    importance = json.loads((Path(mlflow.download_artifact(
         result.run_id, "feature_importance.json", tmp_project / "dl"))).read_text())
     assert set(importance) == set(SPEND_FEATURES)
     assert next(iter(importance)) == "amount_sum_7d"  # the strongest driver of the label
@@ -241,7 +241,7 @@ def test_train_a_regression_logs_its_metrics_residuals_and_task(tmp_project: Pat
     assert json.loads(version.tags[contract.TRAIN_PARAMS])["decision_threshold"] is None
     experiment = client.get_experiment(client.get_run(result.run_id).info.experiment_id)
     assert experiment.name == "customer-spend-training"
-    model = tracking.load_sklearn_model(f"models:/customer-spend@{contract.CHALLENGER}")
+    model = mlflow.load_sklearn_model(f"models:/customer-spend@{contract.CHALLENGER}")
     predicted = training.predict(model, "regression", frame.X.head(50))
     assert predicted.shape == (50,) and np.corrcoef(predicted, frame.y.head(50))[0, 1] > 0.7
 

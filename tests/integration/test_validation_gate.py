@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from feature_repo.demo.generate import DemoParams, generate
+from glue.adapters.great_expectations import SUITE_NAME
 from glue.errors import ValidationFailed
-from glue.expectations import SUITE_NAME
 from glue.settings import get_settings, load_settings
 from glue.validation import validate_batches, validate_file
 from tests.integration.broken_batches import DAY, build_corpus

@@ -35,8 +35,9 @@ def test_the_check_finds_a_demo_name() -> None:
 
 
 # One adapter per tool: the only module of the library that imports it (type-checking imports aside).
-ADAPTERS = {"feast": "glue/feature_store.py", "mlflow": "glue/tracking.py", "dvc": "glue/versioning.py",
-            "airflow": "glue/orchestration.py", "great_expectations": "glue/expectations.py",
+ADAPTERS = {"feast": "glue/adapters/feast.py", "mlflow": "glue/adapters/mlflow.py",
+            "dvc": "glue/adapters/dvc.py", "airflow": "glue/adapters/airflow.py",
+            "great_expectations": "glue/adapters/great_expectations.py",
             "evidently": "monitoring/reports.py"}
 
 
