@@ -243,12 +243,14 @@ def airflow_group() -> None:
 
 @airflow_group.command("init")
 def airflow_init_cmd() -> None:
-    """Create or upgrade the Airflow metadata DB of this profile (`airflow db migrate`)."""
+    """Create or upgrade the Airflow metadata DB of this profile and register every DAG in it."""
     from glue.adapters import airflow
     from glue.settings import get_settings
 
-    home = airflow.init_airflow(get_settings())
-    click.echo(f"Airflow ready in {home}")
+    settings = get_settings()
+    home = airflow.init_airflow(settings)
+    dags = airflow.serialize_dags(settings)
+    click.echo(f"Airflow ready in {home}; DAGs {', '.join(dags)}")
 
 
 @airflow_group.command("test")

@@ -188,6 +188,17 @@ def init_airflow(settings: Settings, *, force: bool = False) -> Path:
     return home
 
 
+def serialize_dags(settings: Settings) -> list[str]:
+    """Parse the project's DAG files into the metadata DB (`airflow dags reserialize`): the UI lists
+    every DAG of every model without waiting for a DAG processor. Returns the DAG ids expected."""
+    init_airflow(settings)
+    proc = _airflow(["dags", "reserialize"], airflow_env(settings))
+    if proc.returncode != 0:
+        raise GlueError(f"`airflow dags reserialize` failed (exit {proc.returncode}):\n"
+                        f"{_tail(proc.stdout + proc.stderr)}")
+    return dag_ids(settings)
+
+
 def test_dag(
     settings: Settings,
     dag_id: str,

@@ -179,6 +179,7 @@ def uis(browser: Any, project: Settings, artifacts: Path) -> Iterator[Uis]:
         ))
         run = airflow.test_dag(project, "glue_features", "2026-01-15")
         assert run.task_states == {"validate": "success", "features": "success"}, run.summary()
+        airflow.serialize_dags(project)  # what `glue airflow init` does: every model's DAGs in the UI
         yield Uis(mlflow=servers[0], airflow=servers[1], features_run_id=run.run_id,
                   airflow_passwords=airflow.password_file(project))
     finally:
