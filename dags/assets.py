@@ -24,3 +24,12 @@ def retrain_request(model: str) -> Asset:
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 TAGS = ["mlops-glue"]
 DEFAULT_ARGS = {"retries": 1, "retry_delay": timedelta(seconds=30)}
+
+
+def model_dag_args(dag_id: str, model: dict, doc: str) -> dict:
+    """The @dag arguments every per-model DAG shares: the defaults above, one run at a time, the
+    model's name as a tag and its doc (a template of dag_id, model, task and feature_service)."""
+    return {"dag_id": dag_id, "start_date": START_DATE, "catchup": False, "max_active_runs": 1,
+            "default_args": DEFAULT_ARGS, "tags": [*TAGS, model["name"]],
+            "doc_md": doc.format(dag_id=dag_id, model=model["name"], task=model["task"],
+                                 feature_service=model["feature_service"])}

@@ -9,7 +9,7 @@ the model specs, as Airflow's dynamic DAG generation docs show.
 from __future__ import annotations
 
 from airflow.sdk import dag, get_parsing_context, task
-from assets import DEFAULT_ARGS, FEATURES, START_DATE, TAGS, retrain_request
+from assets import FEATURES, model_dag_args, retrain_request
 from project import models, monitoring_dag_id
 
 DOC = """
@@ -37,15 +37,8 @@ def monitoring_dag(model: dict) -> None:
     dag_id = monitoring_dag_id(name)
 
     @dag(
-        dag_id=dag_id,
         schedule=FEATURES,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        default_args=DEFAULT_ARGS,
-        tags=[*TAGS, name],
-        doc_md=DOC.format(dag_id=dag_id, model=name, task=model["task"],
-                          feature_service=model["feature_service"]),
+        **model_dag_args(dag_id, model, DOC),
     )
     def glue_monitoring():
         @task

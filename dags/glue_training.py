@@ -10,7 +10,7 @@ and `dvc repro` run.
 from __future__ import annotations
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, get_parsing_context, task
-from assets import DEFAULT_ARGS, START_DATE, TAGS, retrain_request
+from assets import model_dag_args, retrain_request
 from project import models, training_dag_id
 from shared_tasks import features, validate
 
@@ -42,18 +42,11 @@ def training_dag(model: dict) -> None:
     dag_id = training_dag_id(name)
 
     @dag(
-        dag_id=dag_id,
         schedule=AssetOrTimeSchedule(
             timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"),  # Mondays 03:00 UTC
             assets=retrain_request(name),
         ),
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        default_args=DEFAULT_ARGS,
-        tags=[*TAGS, name],
-        doc_md=DOC.format(dag_id=dag_id, model=name, task=model["task"],
-                          feature_service=model["feature_service"]),
+        **model_dag_args(dag_id, model, DOC),
     )
     def glue_training():
         @task.branch

@@ -25,7 +25,9 @@ from typing import Any
 
 import yaml
 
+from glue import atomic
 from glue.adapters import dvc
+from glue.contract import CHAMPION
 from glue.errors import GlueError
 from glue.settings import Settings, feast_prod_env
 
@@ -123,10 +125,7 @@ def profile_record(settings: Settings) -> dict[str, Any]:
 def write_profile_record(settings: Settings, path: Path | None = None) -> Path:
     """Write :func:`profile_record` for the `profile` stage of dvc.yaml (same profile, same bytes)."""
     path = path or settings.project_dir / PROFILE_RECORD
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(profile_record(settings), indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    atomic.write_json(path, profile_record(settings), indent=2, sort_keys=True)
     return path
 
 
@@ -165,7 +164,7 @@ def missing_in_stores(settings: Settings) -> dict[str, str]:
         if gate_record.is_file():
             gate = json.loads(gate_record.read_text())
             if gate.get("promoted") and gate.get("challenger_version") == version and \
-                    mlflow.get_alias(name, "champion") is None:
+                    mlflow.get_alias(name, CHAMPION) is None:
                 missing.setdefault("promote", f"MLflow registry {settings.mlflow_registry_uri}: alias "
                                               f"champion of {name}")
     return missing
@@ -173,7 +172,6 @@ def missing_in_stores(settings: Settings) -> dict[str, str]:
 
 def _champions(settings: Settings) -> dict[str, str | None]:
     from glue.adapters import mlflow
-    from glue.contract import CHAMPION
 
     mlflow.configure(settings)
     out = {}

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from glue import atomic
 from glue.errors import GlueError, SettingsError
 from glue.settings import feast_prod_env
 
@@ -173,10 +174,7 @@ def write_snapshot_table(settings: Settings, store: FeatureStore, table: str, df
     # The Parquet file is written on every profile: it is the file source of the local profile and,
     # on prod, the DVC-versioned record of exactly what went into the PostgreSQL table.
     path = Path(settings.features_dir) / f"{table}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(path)  # readers never see a half-written file
+    _write_parquet(df, path)
     if kind == "file":
         return str(path)
     import sqlalchemy
@@ -783,10 +781,8 @@ def _make_local_dirs(config: Any, repo: Path) -> None:
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(path)  # readers never see a half-written file
+    """Readers never see a half-written file (glue/atomic.py)."""
+    atomic.write_with(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 @contextlib.contextmanager
