@@ -9,6 +9,7 @@
 
 import os
 from datetime import timedelta
+from pathlib import Path
 
 from feast import (
     Entity,
@@ -49,30 +50,20 @@ transaction = Entity(
     description="One card transaction (the event the fraud model scores)",
 )
 
-# Where the snapshot tables live. Locally: parquet files written by `glue features` under
-# data/features (relative to this repo; GLUE_FEATURES_DIR moves them, the same variable glue reads).
-# With FEAST_OFFLINE_STORE=postgres (the prod profile) the same tables are PostgreSQL tables.
-_OFFLINE_STORE = os.environ.get("FEAST_OFFLINE_STORE", "file")
-_FEATURES_DIR = os.environ.get("GLUE_FEATURES_DIR", "../data/features")
-_RAW_DIR = os.environ.get("GLUE_RAW_DIR", "../data/raw")
+# Where the tables live: parquet files, on every profile (the local DuckDB store reads them from the
+# project's data/features; prod and Ray read the same files from a shared folder, GLUE_FEATURES_DIR,
+# the variable glue reads too). Paths are made absolute here because Feast's DuckDB and Ray stores
+# resolve a relative path against the reading process's working directory, not this repo.
+_HERE = Path(__file__).resolve().parent
+_FEATURES_DIR = (_HERE / os.environ.get("GLUE_FEATURES_DIR", "../data/features")).resolve()
+_RAW_DIR = (_HERE / os.environ.get("GLUE_RAW_DIR", "../data/raw")).resolve()
 
 
-def _snapshot_source(table: str, description: str):
-    """The batch source of one snapshot table, for the offline store of the active profile."""
-    if _OFFLINE_STORE == "postgres":
-        from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import (
-            PostgreSQLSource,
-        )
-
-        return PostgreSQLSource(
-            name=f"{table}_source",
-            table=table,
-            timestamp_field="event_timestamp",
-            description=description,
-        )
+def _snapshot_source(table: str, description: str) -> FileSource:
+    """The batch source of one snapshot table (written by the transformation step)."""
     return FileSource(
         name=f"{table}_source",
-        path=f"{_FEATURES_DIR}/{table}.parquet",
+        path=str(_FEATURES_DIR / f"{table}.parquet"),
         timestamp_field="event_timestamp",
         description=description,
     )
@@ -216,7 +207,7 @@ transaction_labels = LabelView(
     ],
     source=FileSource(
         name="transaction_labels_source",
-        path=f"{_RAW_DIR}/labels",
+        path=str(_RAW_DIR / "labels"),
         timestamp_field="event_timestamp",
         created_timestamp_column="label_timestamp",
         description="Fraud labels, one parquet file per transaction day",

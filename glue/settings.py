@@ -447,7 +447,6 @@ def feast_prod_env() -> dict[str, str]:
         "FEAST_REDIS_HOST": env("GLUE_REDIS_HOST", "127.0.0.1"),
         "FEAST_REDIS_PORT": env("GLUE_REDIS_PORT", "6379"),
         "FEAST_REDIS_DB": env("GLUE_REDIS_DB", "0"),
-        "FEAST_OFFLINE_STORE": "postgres",
     }
 
 

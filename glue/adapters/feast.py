@@ -75,9 +75,6 @@ def open_store(settings: Settings) -> FeatureStore:
     except Exception as exc:  # FeastConfigError and YAML errors
         raise SettingsError(f"{yaml_file}: invalid Feast configuration: {exc}") from None
     _make_local_dirs(config, repo)
-    # feature_definitions.py picks the data sources' class (FileSource or PostgreSQLSource) from
-    # this variable when Feast imports it; the Feast CLI user exports it (`glue services env`).
-    os.environ["FEAST_OFFLINE_STORE"] = "postgres" if config.offline_store.type == "postgres" else "file"
     store = FeatureStore(repo_path=str(repo), fs_yaml_file=yaml_file)
     mlflow_cfg = store.config.mlflow
     if mlflow_cfg is not None and mlflow_cfg.enabled and not mlflow_cfg.tracking_uri:
@@ -129,11 +126,12 @@ def write_source_table(settings: Settings, store: FeatureStore, contents: Any, s
                        df: pd.DataFrame) -> str:
     """Put the table of Feast data source `source` where that source reads; returns its location.
 
-    A FileSource's parquet file is written at its path (relative to the repo); a PostgreSQLSource's
-    table is replaced in one transaction, with an index on the join keys of the views that read it
-    and the event timestamp, which Feast's point-in-time join needs (12.6 s -> ~1 s for 8k rows x
-    15k snapshots); its parquet copy goes to the features folder, the DVC-versioned record of what
-    went into the table.
+    A FileSource's parquet file is written (atomically) at its path, relative paths taken from the
+    repo as Feast's CLI does; every offline store that reads FileSources (duckdb, file, ray) then
+    sees it. A PostgreSQLSource's table (a team's own repo may use one) is replaced in one
+    transaction, with an index on the join keys of the views that read it and the event timestamp,
+    which Feast's point-in-time join needs (12.6 s -> ~1 s for 8k rows x 15k snapshots); its
+    parquet copy goes to the features folder, the DVC-versioned record of what went into the table.
     """
     sources = {s.name: s for s in contents.data_sources}
     if source not in sources:
@@ -150,33 +148,29 @@ def write_source_table(settings: Settings, store: FeatureStore, contents: Any, s
     if missing:
         raise GlueError(f"params.yaml features.transform: the table for '{source}' lacks join key(s) "
                         f"{', '.join(missing)}")
-    table = getattr(data_source, "table", None) or getattr(data_source, "query", None)
-    if table is None:
+    kind = type(data_source).__name__
+    if kind == "FileSource":
         repo, _ = _repo_and_yaml(settings)
         path = Path(data_source.path)
         path = path if path.is_absolute() else repo / path
         _write_parquet(df, path)
         return str(path)
-    return write_snapshot_table(settings, store, str(table), df, keys=tuple(keys), timestamp=timestamp)
+    if kind == "PostgreSQLSource":
+        table = data_source.get_table_query_string()
+        return _write_postgres_table(settings, store, table, df, keys=tuple(keys), timestamp=timestamp)
+    raise GlueError(f"{settings.feast_repo}: data source '{source}' is a {kind}; glue writes the "
+                    "transformation's tables to FileSource (parquet) and PostgreSQLSource tables")
 
 
-def write_snapshot_table(settings: Settings, store: FeatureStore, table: str, df: pd.DataFrame,
-                         keys: tuple[str, ...] = (), timestamp: str = "event_timestamp") -> str:
-    """Put one table where the profile's offline store reads it; returns its location.
-
-    `keys` are the entity join keys: on PostgreSQL the table gets an index on them and the event
-    timestamp, which Feast's point-in-time join needs (12.6 s -> ~1 s for 8k rows x 15k snapshots).
-    """
+def _write_postgres_table(settings: Settings, store: FeatureStore, table: str, df: pd.DataFrame,
+                          keys: tuple[str, ...], timestamp: str | None) -> str:
+    """Replace one PostgreSQL table read by the postgres offline store; returns its location."""
     kind = store.config.offline_store.type
-    if kind not in ("file", "postgres"):
-        raise SettingsError(f"{settings.feast_yaml}: offline_store.type '{kind}' is not supported by glue "
-                            "(use file or postgres)")
-    # The Parquet file is written on every profile: it is the file source of the local profile and,
-    # on prod, the DVC-versioned record of exactly what went into the PostgreSQL table.
-    path = Path(settings.features_dir) / f"{table}.parquet"
-    _write_parquet(df, path)
-    if kind == "file":
-        return str(path)
+    if kind != "postgres":
+        raise SettingsError(f"{settings.feast_yaml}: a PostgreSQLSource is read by the postgres offline "
+                            f"store, but offline_store.type is '{kind}'")
+    # The parquet copy is the DVC-versioned record of exactly what went into the table.
+    _write_parquet(df, Path(settings.features_dir) / f"{table}.parquet")
     import sqlalchemy
 
     cfg = store.config.offline_store
@@ -193,7 +187,7 @@ def write_snapshot_table(settings: Settings, store: FeatureStore, table: str, df
         # DDL is transactional in PostgreSQL: a concurrent reader sees the old table until commit
         with engine.begin() as conn:
             df.to_sql(table, conn, schema=cfg.db_schema, if_exists="replace", index=False, chunksize=10_000)
-            if keys:
+            if keys and timestamp:
                 columns = ", ".join(f'"{c}"' for c in (*keys, timestamp))
                 conn.exec_driver_sql(f'CREATE INDEX ON "{cfg.db_schema}"."{table}" ({columns})')
     finally:
@@ -350,10 +344,18 @@ def historical_features(store: FeatureStore, entity_df: pd.DataFrame, feature_se
     )
     df = job.to_df()
     for column, dtype in df.dtypes.items():
-        # the PostgreSQL offline store answers in naive UTC; the file store keeps the time zone
-        if str(dtype).startswith("datetime64") and getattr(dtype, "tz", None) is None:
-            df[column] = df[column].dt.tz_localize("UTC")
-    return df
+        # One time type whatever the store: PostgreSQL answers in naive UTC, DuckDB in
+        # microseconds, the file store in nanoseconds with the time zone.
+        if str(dtype).startswith("datetime64"):
+            times = df[column] if getattr(dtype, "tz", None) else df[column].dt.tz_localize("UTC")
+            df[column] = times.astype("datetime64[ns, UTC]")
+    # Numeric features as float64 with NaN for missing, as the online path gives them: the file
+    # store answers nullable Int64 where DuckDB answers float64.
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    columns, _ = feature_columns(store, feature_service)
+    numeric = [c for c in columns if c in df.columns and is_numeric_dtype(df[c]) and not is_bool_dtype(df[c])]
+    return df.astype({c: "float64" for c in numeric})
 
 
 def online_features(store: FeatureStore, rows: list[dict[str, Any]], feature_service: str) -> pd.DataFrame:

@@ -337,3 +337,24 @@ def test_online_spend_features_match_offline_at_the_latest_snapshot(built) -> No
 
 def _huge(tx: pd.DataFrame) -> pd.Series:
     return tx[tx["transaction_id"] == "t_huge"].iloc[0]
+
+
+@pytest.mark.parametrize("model", ["fraud-detector", "customer-spend"])
+def test_duckdb_store_gives_the_file_stores_training_frame(built, model: str) -> None:
+    """The local profile moved from Feast's file (Dask) offline store to its DuckDB store (issue 13):
+    on the demo, both point-in-time joins must give the very same training frame."""
+    settings, _, fraud_frame, spend_frame = built
+    duckdb_frame = fraud_frame if model == "fraud-detector" else spend_frame
+    assert feast.open_store(settings).config.offline_store.type == "duckdb"
+    file_yaml = settings.feast_repo / "feature_store_file.yaml"
+    file_yaml.write_text(settings.feast_yaml.read_text().replace("type: duckdb", "type: file"))
+    try:
+        file_settings = settings.model_copy(update={"feast_yaml": file_yaml})
+        file_store = feast.open_store(file_settings)
+        assert file_store.config.offline_store.type == "file"
+        file_frame = training_frame(file_settings, settings.model(model), store=file_store)
+    finally:
+        file_yaml.unlink()
+    assert len(duckdb_frame.df) > 500
+    assert file_frame.feature_columns == duckdb_frame.feature_columns
+    pd.testing.assert_frame_equal(file_frame.df, duckdb_frame.df, check_exact=True)
