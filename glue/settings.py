@@ -157,6 +157,9 @@ class ModelSpec(BaseModel):
     validation_days: int = Field(7, ge=1)  # the most recent labelled days, held out for the gate
     random_state: int = 42
     reference_rows: int = Field(50_000, ge=100)  # training rows kept with the model: the drift reference
+    # Larger training sets are fitted on a uniform random sample of this many rows (None: all);
+    # the run records train_rows_available and train_rows, and the tag glue.train_sample.
+    max_train_rows: int | None = Field(None, ge=1000)
     experiment_name: str | None = None  # default: "<name>-training"
     gate: GateParams = GateParams()
     serving: dict[str, Any] = {}  # validated by glue/serving (ServingParams)

@@ -66,6 +66,7 @@ def open_store(settings: Settings) -> FeatureStore:
     from feast import FeatureStore
     from feast.repo_config import load_repo_config
 
+    _drop_feasts_warning_filters()
     repo, yaml_file = _repo_and_yaml(settings)
     for name, value in feast_prod_env().items():  # the service settings, where FEAST_* is not set
         os.environ.setdefault(name, value)
@@ -785,6 +786,15 @@ def _make_local_dirs(config: Any, repo: Path) -> None:
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
     """Readers never see a half-written file (glue/atomic.py)."""
     atomic.write_with(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def _drop_feasts_warning_filters() -> None:
+    """Undo what importing Feast does to the process: its modules call
+    `warnings.simplefilter("once", DeprecationWarning | RuntimeWarning)`, which goes in front of the
+    application's own filters (glue's CLI keeps the tools' deprecation chatter off the terminal)."""
+    warnings.filters[:] = [f for f in warnings.filters
+                           if not (f[0] == "once" and f[1] is None and f[3] is None and f[4] == 0
+                                   and f[2] in (DeprecationWarning, RuntimeWarning))]
 
 
 @contextlib.contextmanager

@@ -195,7 +195,20 @@ def log_datasets(frames: Mapping[str, Any], *, name: str, source: Path, target: 
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_pandas(df, source=str(source), targets=target,
                                               name=f"{name}:{context}")
+            # MLflow infers the schema's `required` flags with a Python loop over every value
+            # (26 s for 700k rows x 16 columns); the same schema, column-wise:
+            dataset.__dict__["schema"] = _schema_of(df)
             mlflow.log_input(dataset, context=context)
+
+
+def _schema_of(df: Any) -> Any:
+    """The schema `mlflow.data.from_pandas` would infer: each column's type, required if no value
+    is missing."""
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.utils import _infer_pandas_column
+
+    return Schema([ColSpec(type=_infer_pandas_column(df[c]), name=c, required=not bool(df[c].isna().any()))
+                   for c in df.columns])
 
 
 def log_feature_refs(feature_refs: list[str]) -> None:

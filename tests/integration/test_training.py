@@ -56,6 +56,18 @@ def test_split_of_daily_entity_rows_holds_out_whole_days() -> None:
     assert windows.validation_end == pd.Timestamp("2026-01-11", tz="UTC")
 
 
+def test_sample_rows_is_uniform_keeps_order_and_is_repeatable() -> None:
+    frame = synthetic_frame(days=10, rows_per_day=300).df
+    sample = training.sample_rows(frame, 1000, random_state=3)
+    assert len(sample) == 1000 and sample.index.is_monotonic_increasing
+    assert sample.index.equals(training.sample_rows(frame, 1000, random_state=3).index)
+    # uniform: every day is there in about its share, the label's rate is kept
+    per_day = sample["event_timestamp"].dt.floor("D").value_counts()
+    assert len(per_day) == 10 and per_day.between(60, 140).all()
+    assert abs(sample["is_fraud"].mean() - frame["is_fraud"].mean()) < 0.02
+    assert training.sample_rows(frame, None, 3) is frame and training.sample_rows(frame, 5000, 3) is frame
+
+
 def test_per_model_dvc_outputs_are_named_after_the_model() -> None:
     assert training.metrics_file("customer-spend") == Path("metrics/customer-spend/train.json")
     assert training.plots_dir("fraud-detector") == Path("metrics/fraud-detector/plots")
@@ -122,6 +134,8 @@ def test_train_logs_registers_and_tags_lineage(tmp_project: Path) -> None:
                  "train_rows", "validation_rows", "train_positives", "validation_positives"):
         assert name in metrics
     assert metrics["train_rows"] + metrics["validation_rows"] == 4500
+    assert metrics["train_rows_available"] == metrics["train_rows"]  # under max_train_rows: every row
+    assert tags[contract.TRAIN_SAMPLE] == "all rows"
     assert 0 < metrics["validation_positives"] < metrics["train_positives"]
     assert tags[contract.TASK] == "binary_classification" and tags[contract.LABEL] == "is_fraud"
     artifacts = set(mlflow.run_artifacts(result.run_id))
@@ -195,7 +209,8 @@ def test_train_a_regression_logs_its_metrics_residuals_and_task(tmp_project: Pat
 
     head = _git_project(tmp_project)
     settings = get_settings()
-    spec = settings.model("customer-spend")
+    # fitted on a uniform sample of the 23 x 150 training rows (params.yaml max_train_rows)
+    spec = settings.model("customer-spend").model_copy(update={"max_train_rows": 2000})
     frame = synthetic_spend_frame()
     result = training.train(settings, spec, frame)
     assert result.task == "regression" and result.registered_model == "customer-spend"
@@ -207,7 +222,9 @@ def test_train_a_regression_logs_its_metrics_residuals_and_task(tmp_project: Pat
     # the regression's metrics, with a learnt signal (noise 20 on a spread of ~75)
     assert metrics["r2"] > 0.5
     assert 0 < metrics["mae"] <= metrics["rmse"] < 60
-    assert metrics["train_rows"] == 23 * 150 and metrics["validation_rows"] == 7 * 150
+    assert metrics["train_rows_available"] == 23 * 150 and metrics["validation_rows"] == 7 * 150
+    assert metrics["train_rows"] == 2000 and params["max_train_rows"] == "2000"
+    assert tags[contract.TRAIN_SAMPLE] == f"uniform 2000 of {23 * 150} rows (max_train_rows)"
     assert metrics["mean_label"] == pytest.approx(frame.df[frame.df["event_timestamp"] >= pd.Timestamp(
         "2026-01-24", tz="UTC")]["spend_next_7d"].mean())
     for binary_only in ("roc_auc", "average_precision", "train_positives", "validation_positives",
