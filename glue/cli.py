@@ -21,7 +21,7 @@ import click
 from glue.errors import GlueError
 
 if TYPE_CHECKING:
-    from glue.settings import ModelSpec, Settings
+    from glue.settings import ModelSpec, RayClusterSettings, Settings
 
 
 class _State:
@@ -31,7 +31,7 @@ class _State:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--profile",
-    type=click.Choice(["local", "prod"]),
+    type=click.Choice(["local", "prod", "ray"]),
     default=None,
     help="Settings profile (default: $GLUE_PROFILE, else local).",
 )
@@ -339,6 +339,49 @@ def services_env_cmd() -> None:
 
     for key, value in services.shell_env(find_project_dir()).items():
         click.echo(f"export {key}={shlex.quote(value)}")
+
+
+@cli.group("ray")
+def ray_group() -> None:
+    """The ray profile's cluster as local processes: a head and worker nodes on loopback.
+
+    Small by default: GLUE_RAY_WORKERS (1) worker nodes beside the head, GLUE_RAY_CPUS (1) CPU and
+    GLUE_RAY_OBJECT_STORE_MB (256) per node, at GLUE_RAY_HOST:GLUE_RAY_PORT (127.0.0.2:6390).
+    """
+
+
+@ray_group.command("start")
+def ray_start_cmd() -> None:
+    """Start the head and the worker nodes; wait until every node has joined."""
+    from glue.adapters import ray
+
+    click.echo(ray.start_cluster(*_ray_cluster()).summary())
+
+
+@ray_group.command("stop")
+def ray_stop_cmd() -> None:
+    """Stop exactly the Ray processes `glue ray start` started (SIGTERM, SIGKILL after 15 s)."""
+    from glue.adapters import ray
+
+    lines = ray.stop_cluster(_ray_cluster()[1])
+    click.echo("\n".join(lines) if lines else "ray: no cluster started by glue is running")
+
+
+@ray_group.command("status")
+def ray_status_cmd() -> None:
+    """Running or stopped; the nodes, CPUs and object store the cluster reports."""
+    from glue.adapters import ray
+
+    status = ray.cluster_status(*_ray_cluster())
+    click.echo(status.summary())
+    if not status.running:
+        sys.exit(3)
+
+
+def _ray_cluster() -> tuple[RayClusterSettings, Path]:
+    from glue.settings import ray_cluster
+
+    return ray_cluster()
 
 
 @cli.command("simulate")

@@ -19,8 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from glue.errors import SettingsError
 from monitoring.policy import MonitoringParams
 
-PROFILES = ("local", "prod")
-Profile = Literal["local", "prod"]
+PROFILES = ("local", "prod", "ray")
+Profile = Literal["local", "prod", "ray"]
+# Each profile's Feast configuration, relative to the feature repo: the same feature definitions,
+# only the stores differ (ray: prod's registry and online store, Feast's Ray offline store and engine).
+FEAST_YAMLS: dict[str, tuple[str, ...]] = {
+    "local": ("feature_store.yaml",),
+    "prod": ("prod", "feature_store.yaml"),
+    "ray": ("ray", "feature_store.yaml"),
+}
 
 PARAMS_FILE = "params.yaml"
 
@@ -119,6 +126,29 @@ class LabelSpec(BaseModel):
         return self
 
 
+class SearchSpec(BaseModel):
+    """An optional hyperparameter search around the estimator: scikit-learn's GridSearchCV.
+
+    Why here: the grid is a tunable like the params, so DVC tracks it; on the `ray` profile the
+    candidate fits run on the Ray cluster (joblib's ray backend), elsewhere on local processes.
+    The folds are time-ordered (TimeSeriesSplit) because the model scores future events.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    grid: dict[str, list[Any]]  # estimator parameter -> candidate values (over estimator.params)
+    cv: int = Field(3, ge=2)  # time-ordered folds of the training window
+    scoring: str | None = None  # a scikit-learn scorer name; None: the gate metric's scorer
+
+    @model_validator(mode="after")
+    def _some_candidates(self) -> SearchSpec:
+        empty = [k for k, v in self.grid.items() if not v]
+        if not self.grid or empty:
+            raise ValueError("search.grid: name at least one parameter, each with at least one value"
+                             + (f" ({', '.join(empty)} has none)" if empty else ""))
+        return self
+
+
 class EstimatorSpec(BaseModel):
     """Which scikit-learn estimator to fit for the task, with its keyword arguments (passed as is)."""
 
@@ -126,6 +156,7 @@ class EstimatorSpec(BaseModel):
 
     type: str = "hist_gradient_boosting"
     params: dict[str, Any] = {}
+    search: SearchSpec | None = None  # None: fit `params` as they are
 
 
 class GateParams(BaseModel):
@@ -242,6 +273,44 @@ class Params(BaseModel):
                                 f"(the project has {', '.join(self.models)})") from None
 
 
+class RayClusterSettings(BaseModel):
+    """The Ray cluster of the `ray` profile, as `glue ray start` launches it on this machine.
+
+    Small by default (one CPU and a 256 MB object store per node, one worker node beside the head)
+    because it shares the machine with everything else. The node address is on loopback but not
+    127.0.0.1: Ray replaces 127.0.0.1 by the machine's routable address (so that other machines
+    could join), and any other address of 127.0.0.0/8 is taken as given.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str = "127.0.0.2"
+    port: int = Field(6390, ge=1024, le=65535)  # the head's GCS port; the client server uses port + 1
+    workers: int = Field(1, ge=0)  # worker nodes started beside the head (`ray start --address`)
+    cpus: int = Field(1, ge=1)  # CPUs each node offers
+    object_store_mb: int = Field(256, ge=80)  # per node; Ray's minimum is ~75 MB
+    # connect to this cluster instead (GLUE_RAY_ADDRESS, host:port): one glue did not start
+    address_override: str | None = None
+
+    @property
+    def address(self) -> str:
+        """What a driver passes to ray.init and Feast's ray_address: the head's GCS address."""
+        return self.address_override or f"{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls) -> RayClusterSettings:
+        """GLUE_RAY_HOST, GLUE_RAY_PORT, GLUE_RAY_WORKERS, GLUE_RAY_CPUS, GLUE_RAY_OBJECT_STORE_MB,
+        GLUE_RAY_ADDRESS; unset ones keep the defaults."""
+        names = {"host": "HOST", "port": "PORT", "workers": "WORKERS", "cpus": "CPUS",
+                 "object_store_mb": "OBJECT_STORE_MB", "address_override": "ADDRESS"}
+        values = {field: os.environ[f"{ENV_PREFIX}RAY_{env}"] for field, env in names.items()
+                  if os.environ.get(f"{ENV_PREFIX}RAY_{env}")}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise SettingsError(f"GLUE_RAY_*: {_describe(exc)}") from None
+
+
 class Settings(BaseModel):
     """Where everything lives for one profile, plus the parsed params.yaml."""
 
@@ -278,6 +347,9 @@ class Settings(BaseModel):
     # SQLAlchemy URL of the database `glue score-batch` also writes its table to (prod: PostgreSQL,
     # the offline store's database, so scores sit next to the feature snapshots); None: files only
     warehouse_uri: str | None = None
+    # the `ray` profile's cluster (glue ray start|stop|status; Feast's ray store and engine, batch
+    # scoring on Ray Data, hyperparameter search); None on the other profiles
+    ray: RayClusterSettings | None = None
 
     @property
     def raw_events_dir(self) -> Path:
@@ -450,6 +522,8 @@ def feast_prod_env() -> dict[str, str]:
         "FEAST_REDIS_HOST": env("GLUE_REDIS_HOST", "127.0.0.1"),
         "FEAST_REDIS_PORT": env("GLUE_REDIS_PORT", "6379"),
         "FEAST_REDIS_DB": env("GLUE_REDIS_DB", "0"),
+        # the `ray` profile's cluster (feature_repo/ray/feature_store.yaml: ray_address)
+        "FEAST_RAY_ADDRESS": RayClusterSettings.from_env().address,
     }
 
 
@@ -469,21 +543,34 @@ def load_settings(profile: str | None = None, project_dir: Path | None = None) -
             values[name] = env
     # Defaults that follow an overridden directory.
     values.setdefault("features_dir", Path(values["data_dir"]) / "features")
-    feast_yaml = ("feature_store.yaml",) if profile == "local" else ("prod", "feature_store.yaml")
-    values.setdefault("feast_yaml", Path(values["feast_repo"]).joinpath(*feast_yaml))
-    if profile == "prod":
+    values.setdefault("feast_yaml", Path(values["feast_repo"]).joinpath(*FEAST_YAMLS[profile]))
+    if profile in ("prod", "ray"):  # ray: prod's services, with Ray as the offline engine
         missing = [n for n in _PROD_REQUIRED if n not in values]
         if missing:
             names = ", ".join(ENV_PREFIX + n.upper() for n in missing)
-            raise SettingsError(f"profile 'prod' needs {names} (the services' addresses)")
+            raise SettingsError(f"profile '{profile}' needs {names} (the services' addresses)")
         values.setdefault("mlflow_registry_uri", values["mlflow_tracking_uri"])
+    if profile == "prod":
         feast_db = os.environ.get("FEAST_POSTGRES_DB") or feast_prod_env()["FEAST_POSTGRES_DB"]
         values.setdefault("warehouse_uri", postgres_uri(feast_db))
+    if profile == "ray":
+        values["ray"] = RayClusterSettings.from_env()
     params = load_params(project_dir / PARAMS_FILE)
     try:
         return Settings(profile=profile, project_dir=project_dir, params=params, **values)
     except ValidationError as exc:
         raise SettingsError(f"settings: {_describe(exc)}") from None
+
+
+def ray_cluster(project_dir: Path | None = None) -> tuple[RayClusterSettings, Path]:
+    """The ray profile's cluster and the folder glue keeps its record in (<state_dir>/ray).
+
+    Apart from load_settings because starting or stopping the cluster needs no MLflow or Feast
+    address: `glue ray start` works before the services are up.
+    """
+    project_dir = (project_dir or find_project_dir()).resolve()
+    state = os.environ.get(ENV_PREFIX + "STATE_DIR") or _defaults("ray", project_dir)["state_dir"]
+    return RayClusterSettings.from_env(), Path(state) / "ray"
 
 
 @lru_cache(maxsize=1)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("feast", "mlflow", "great_expectations", "evidently", "airflow", "sklearn", "pandas", "dvc")
+HEAVY = ("feast", "mlflow", "great_expectations", "evidently", "airflow", "sklearn", "pandas", "dvc", "ray")
 
 
 def _run(*args: str, cwd: Path | None = None, env: dict | None = None):

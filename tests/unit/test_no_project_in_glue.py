@@ -37,7 +37,7 @@ def test_the_check_finds_a_demo_name() -> None:
 # One adapter per tool: the only module of the library that imports it (type-checking imports aside).
 ADAPTERS = {"feast": "glue/adapters/feast.py", "mlflow": "glue/adapters/mlflow.py",
             "dvc": "glue/adapters/dvc.py", "airflow": "glue/adapters/airflow.py",
-            "great_expectations": "glue/adapters/great_expectations.py",
+            "great_expectations": "glue/adapters/great_expectations.py", "ray": "glue/adapters/ray.py",
             "evidently": "monitoring/reports.py"}
 
 
