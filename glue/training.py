@@ -166,7 +166,8 @@ def train(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = No
 
         fit_start = time.perf_counter()
         estimator = build_pipeline(model.task, model.estimator, train_df[columns], model.random_state)
-        estimator.fit(train_df[columns], train_df[label].to_numpy())
+        estimator, searched = fit_estimator(settings, model, estimator, train_df[columns],
+                                            train_df[label].to_numpy())
         fit_seconds = time.perf_counter() - fit_start
         predictions = predict(estimator, model.task, valid_df[columns])
 
@@ -180,6 +181,9 @@ def train(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = No
         spec = {"task": model.task, "estimator": model.estimator.model_dump(),
                 "validation_days": model.validation_days, "random_state": model.random_state,
                 "decision_threshold": model.decision_threshold, "max_train_rows": model.max_train_rows}
+        if searched:  # what the search chose is what the model is: on the run, the version, train.json
+            spec["search_best_params"] = searched["best_params"]
+            metrics["search_best_score"] = searched["best_score"]
         run_tags = {
             **windows.tags(),
             TASK: model.task,
@@ -235,6 +239,45 @@ def train(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = No
         windows=windows,
         seconds=time.perf_counter() - start,
     )
+
+
+# The scikit-learn scorer of each gate metric (higher is better), for a search without `scoring`.
+SEARCH_SCORERS = {"average_precision": "average_precision", "roc_auc": "roc_auc", "log_loss": "neg_log_loss",
+                  "brier": "neg_brier_score", "rmse": "neg_root_mean_squared_error",
+                  "mae": "neg_mean_absolute_error", "r2": "r2"}
+
+
+def fit_estimator(settings: Settings, model: ModelSpec, estimator: Any, X: pd.DataFrame, y: np.ndarray
+                  ) -> tuple[Any, dict[str, Any]]:
+    """Fit the pipeline; with params.yaml `estimator.search`, choose its parameters first.
+
+    The search is scikit-learn's GridSearchCV over time-ordered folds (TimeSeriesSplit: the rows
+    are in event order, and every fold validates on days after the ones it trained on), scored by
+    the gate's metric, then refit on all rows. On the ray profile the candidate fits run on the
+    Ray cluster through joblib's ray backend; elsewhere one after another in this process.
+    Returns the fitted pipeline and what the search found ({} without a search).
+    """
+    search = model.estimator.search
+    if search is None:
+        return estimator.fit(X, y), {}
+    from sklearn.model_selection import GridSearchCV, TimeSeriesSplit
+
+    grid = {f"model__{name}": values for name, values in search.grid.items()}
+    scoring = search.scoring or SEARCH_SCORERS[model.gate.metric or "average_precision"]
+    cv = GridSearchCV(estimator, grid, scoring=scoring, cv=TimeSeriesSplit(n_splits=search.cv), refit=True,
+                      n_jobs=-1 if settings.ray is not None else None, error_score="raise")
+    try:
+        if settings.ray is not None:
+            from glue.adapters import ray
+
+            with ray.joblib_backend(settings):
+                cv.fit(X, y)
+        else:
+            cv.fit(X, y)
+    except ValueError as exc:
+        raise GlueError(f"params.yaml models.{model.name}.estimator.search: {exc}") from None
+    best = {name.removeprefix("model__"): value for name, value in cv.best_params_.items()}
+    return cv.best_estimator_, {"best_params": best, "best_score": float(cv.best_score_)}
 
 
 def predict(estimator: Any, task: str, X: pd.DataFrame) -> np.ndarray:
