@@ -524,8 +524,17 @@ def test_score_batch_one_day_and_all_for_both_models(project: Settings) -> None:
 
     everything = batch_scoring.score_batch(project, fraud, None)
     assert everything.path.name == "all.parquet" and everything.rows == len(tx)
+    # in chunks of a few batch files (memory stays flat at millions of rows): the same answers
+    whole = pd.read_parquet(everything.path)
+    chunked = batch_scoring.score_batch(project, fraud, None, chunk_rows=len(tx) // 5)
+    assert chunked.rows == everything.rows and chunked.flagged == everything.flagged
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(chunked.path).sort_values("transaction_id", ignore_index=True),
+        whole.sort_values("transaction_id", ignore_index=True))
     with pytest.raises(GlueError, match="no validated events on 2027-01-01"):
         batch_scoring.score_batch(project, fraud, dt.date(2027, 1, 1))
+    assert not (everything.path.parent / "2027-01-01.parquet").exists()
+    assert not list(everything.path.parent.glob(".*.tmp"))
 
     # the regression scores each customer seen that day, as of the day's end
     spend = batch_scoring.score_batch(project, project.model(SPEND), day)
@@ -534,6 +543,8 @@ def test_score_batch_one_day_and_all_for_both_models(project: Settings) -> None:
     assert "prediction" in predicted.columns and "score" not in predicted.columns
     assert set(predicted["customer_id"]) == set(on_day["customer_id"]) and len(predicted) == spend.rows
     assert predicted["prediction"].notna().all() and set(predicted["model_name"]) == {SPEND}
+    spend_chunked = batch_scoring.score_batch(project, project.model(SPEND), day, chunk_rows=50)
+    pd.testing.assert_frame_equal(pd.read_parquet(spend_chunked.path), predicted)
 
 
 # --- helpers -------------------------------------------------------------------------------------------
