@@ -160,19 +160,20 @@ def check_models(settings: Settings, store: FeatureStore, models: list[ModelSpec
 
 
 def training_frame(settings: Settings, model: ModelSpec, *, until: dt.datetime | None = None,
-                   store: FeatureStore | None = None) -> TrainingFrame:
-    """The model's events whose label is known at `until` (default: all), features joined by Feast."""
+                   since: dt.datetime | None = None, store: FeatureStore | None = None) -> TrainingFrame:
+    """The model's events whose label is known at `until` (default: all), features joined by Feast;
+    only events at or after `since` when given (monitoring's recent labelled days)."""
     from glue.adapters import feast
 
     store = store or feast.open_store(settings)
     check_models(settings, store, [model])
     inputs = feast.service_inputs(store, model.feature_service)
-    labels = read_label_rows(settings, model, store, until=until)
+    labels = read_label_rows(settings, model, store, until=until, since=since)
     if labels.empty:
         raise GlueError(f"model '{model.name}': no labelled events"
                         + (f" known at {until}" if until is not None else "")
                         + f" (label {_label_origin(model)})")
-    rows = _with_service_inputs(settings, model, inputs, labels)
+    rows = _with_service_inputs(settings, model, inputs, labels, since=since)
     label = model.label.field
     # the label's own keys too (an event id): which events a model was trained on stays visible
     keys = [c for c in labels.columns if c not in (EVENT_TIMESTAMP, KNOWN_AT, label)
@@ -216,22 +217,52 @@ def online_features(settings: Settings, model: ModelSpec, rows: list[dict[str, A
     return feast.online_features(store, rows, model.feature_service)
 
 
-def read_events(settings: Settings) -> pd.DataFrame:
-    """All validated event batches, in event order (the time column named event_timestamp)."""
+def read_events(settings: Settings, *, since: dt.datetime | None = None,
+                until: dt.datetime | None = None) -> pd.DataFrame:
+    """The validated event batches, in event order (the time column named event_timestamp).
+
+    With `since`/`until`, only the events with since <= time < until: a batch with none of them is
+    skipped after reading its time column alone, so a day's check reads a day, not the history.
+    """
+    import pandas as pd
+
     folder = settings.validated_events_dir
     files = sorted(folder.glob("*.parquet"))
     if not files:
         raise GlueError(f"no validated batches in {folder}; run `glue validate-batches` first")
     ts = settings.params.validation.timestamp_column
-    df = _concat(files).rename(columns={ts: EVENT_TIMESTAMP})
+    if since is None and until is None:
+        df = _concat(files)
+    else:
+        low = _utc_timestamp(since) if since is not None else None
+        high = _utc_timestamp(until) if until is not None else None
+
+        def inside(times: pd.Series) -> pd.Series:
+            keep = pd.Series(True, index=times.index)
+            if low is not None:
+                keep &= times >= low
+            if high is not None:
+                keep &= times < high
+            return keep
+
+        parts = []
+        for file in files:
+            if not inside(pd.to_datetime(pd.read_parquet(file, columns=[ts])[ts], utc=True)).any():
+                continue
+            batch = pd.read_parquet(file)
+            parts.append(batch[inside(pd.to_datetime(batch[ts], utc=True)).to_numpy()])
+        df = (pd.concat(parts, ignore_index=True) if parts
+              else pd.read_parquet(files[0]).iloc[:0])
+    df = df.rename(columns={ts: EVENT_TIMESTAMP})
     order = [EVENT_TIMESTAMP, *([settings.params.data.event_id] if settings.params.data.event_id else [])]
     return df.sort_values(order, kind="stable").reset_index(drop=True)
 
 
 def read_label_rows(settings: Settings, model: ModelSpec, store: FeatureStore | None = None, *,
-                    until: dt.datetime | None = None) -> pd.DataFrame:
+                    until: dt.datetime | None = None, since: dt.datetime | None = None) -> pd.DataFrame:
     """The model's label rows: its join keys, event_timestamp, label_known_at and the label field,
-    only those known at `until` when given (the time a label became known; event time if none)."""
+    only those known at `until` when given (the time a label became known; event time if none),
+    and only events at or after `since` when given."""
     import pandas as pd
 
     from glue.adapters import feast
@@ -262,6 +293,8 @@ def read_label_rows(settings: Settings, model: ModelSpec, store: FeatureStore | 
         cutoff = pd.Timestamp(until)
         cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
         df = df[df[KNOWN_AT] <= cutoff]
+    if since is not None:
+        df = df[df[EVENT_TIMESTAMP] >= _utc_timestamp(since)]
     df = df[df[label.field].notna()]
     # the latest label of an event wins (a corrected label replaces the first one)
     return df.sort_values(KNOWN_AT, kind="stable").drop_duplicates([*keys, EVENT_TIMESTAMP], keep="last")
@@ -277,7 +310,7 @@ def _input_columns(inputs: ServiceInputs) -> list[str]:
 
 
 def _with_service_inputs(settings: Settings, model: ModelSpec, inputs: ServiceInputs,
-                         labels: pd.DataFrame) -> pd.DataFrame:
+                         labels: pd.DataFrame, since: dt.datetime | None = None) -> pd.DataFrame:
     """Label rows completed with the join keys and request fields the service needs: from the event
     batches, matched on the label's keys, when the labels do not carry them."""
     needed = _input_columns(inputs)
@@ -285,7 +318,7 @@ def _with_service_inputs(settings: Settings, model: ModelSpec, inputs: ServiceIn
     if not missing:
         return labels
     keys = [c for c in labels.columns if c not in (EVENT_TIMESTAMP, KNOWN_AT, model.label.field)]
-    events = read_events(settings)
+    events = read_events(settings, since=since)
     unknown = [c for c in missing if c not in events.columns]
     if unknown or not keys or not set(keys) <= set(events.columns):
         raise SettingsError(
@@ -361,6 +394,13 @@ def _unique_key_parts(entity_df: pd.DataFrame, join_keys: list[str]) -> list[pd.
 
 def _timestamp_of(contents: Any, source: str) -> str:
     return next(s.timestamp_field for s in contents.data_sources if s.name == source) or EVENT_TIMESTAMP
+
+
+def _utc_timestamp(moment: dt.datetime) -> pd.Timestamp:
+    import pandas as pd
+
+    stamp = pd.Timestamp(moment)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def _concat(files: list[Path], columns: list[str] | None = None) -> pd.DataFrame:

@@ -291,7 +291,9 @@ def _scored_events(settings: Settings, model: ModelSpec, champion: VersionRef, e
     from glue import features
     from glue.adapters import feast
 
-    events = features.read_events(settings)
+    events = features.read_events(
+        settings, since=dt.datetime.combine(windows.current_start, dt.time(), tzinfo=dt.UTC),
+        until=dt.datetime.combine(windows.current_end, dt.time(), tzinfo=dt.UTC))
     day = pd.to_datetime(events[TIMESTAMP], utc=True).dt.normalize()
     inside = (day >= pd.Timestamp(windows.current_start, tz="UTC")) & \
              (day < pd.Timestamp(windows.current_end, tz="UTC"))
@@ -330,7 +332,15 @@ def _labelled(settings: Settings, model: ModelSpec, champion: VersionRef, estima
 
     from glue import features
 
-    frame = features.training_frame(settings, model, until=windows.labels_known_at)
+    # only the days after the champion's validation window can be in it: no full-history join
+    since = (dt.datetime.combine(windows.quality_after, dt.time(), tzinfo=dt.UTC)
+             if windows.quality_after is not None else None)
+    if since is not None and features.read_label_rows(settings, model, until=windows.labels_known_at,
+                                                      since=since).empty:
+        return Labelled(rows=pd.DataFrame({model.label.field: pd.Series(dtype="float64"),
+                                           PREDICTION_COLUMN: pd.Series(dtype="float64")}),
+                        start=None, end=None)
+    frame = features.training_frame(settings, model, until=windows.labels_known_at, since=since)
     df = frame.df
     day = pd.to_datetime(df[TIMESTAMP], utc=True).dt.normalize()
     keep = day < pd.Timestamp(windows.current_end, tz="UTC")

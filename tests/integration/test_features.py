@@ -358,3 +358,21 @@ def test_duckdb_store_gives_the_file_stores_training_frame(built, model: str) ->
     assert len(duckdb_frame.df) > 500
     assert file_frame.feature_columns == duckdb_frame.feature_columns
     pd.testing.assert_frame_equal(file_frame.df, duckdb_frame.df, check_exact=True)
+
+
+def test_read_events_and_training_frame_of_a_time_range(built) -> None:
+    """Monitoring reads a day and the labelled days after the champion, not the whole history:
+    the ranged reads give exactly the rows of the full ones inside the range."""
+    settings, _, fraud_frame, spend_frame = built
+    since, until = pd.Timestamp("2026-01-04", tz="UTC"), pd.Timestamp("2026-01-06", tz="UTC")
+    everything = read_events(settings)
+    ranged = read_events(settings, since=since.to_pydatetime(), until=until.to_pydatetime())
+    inside = everything[(everything["event_timestamp"] >= since) & (everything["event_timestamp"] < until)]
+    assert 0 < len(ranged) < len(everything)
+    pd.testing.assert_frame_equal(ranged, inside.reset_index(drop=True))
+    assert read_events(settings, since=pd.Timestamp("2027-01-01", tz="UTC").to_pydatetime()).empty
+    for model, full in (("fraud-detector", fraud_frame), ("customer-spend", spend_frame)):
+        recent = training_frame(settings, settings.model(model), since=since.to_pydatetime())
+        expected = full.df[full.df["event_timestamp"] >= since].reset_index(drop=True)
+        assert 0 < len(recent.df) < len(full.df)
+        pd.testing.assert_frame_equal(recent.df.reset_index(drop=True), expected)
