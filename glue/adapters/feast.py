@@ -209,16 +209,45 @@ def materialize(store: FeatureStore, end: dt.datetime) -> MaterializedWindow:
     starts: list[dt.datetime] = []
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        if fresh:
+        if getattr(store.config.batch_engine, "type", None) == "ray.engine":
+            starts = _materialize_windows(store, fresh, seen, end)
+        if fresh and not starts:
             start = end - max(fv.ttl for fv in fresh)
             store.materialize(start, end, feature_views=[fv.name for fv in fresh])
             starts.append(start)
-        if seen:
+        if seen and not starts:
             store.materialize_incremental(end, feature_views=[fv.name for fv in seen])
             starts.extend(fv.most_recent_end_time for fv in seen)
     log.debug("feast materialize:\n%s", out.getvalue())
     start = min(starts) if starts else end
     return MaterializedWindow(start=_utc(start), end=_utc(end), feature_views=sorted(fv.name for fv in fvs))
+
+
+def _materialize_windows(store: FeatureStore, fresh: list[Any], seen: list[Any], end: dt.datetime
+                         ) -> list[dt.datetime]:
+    """The same windows as :func:`materialize`, for Feast 0.67's Ray engine (`ray.engine`).
+
+    That engine drops every row older than *now* - the view's ttl while it materializes
+    (feast/infra/compute_engines/ray/nodes.py RayFilterNode), where the other engines keep the
+    requested window: a history that ended more than a ttl ago would reach the online store empty.
+    Each view goes to the engine as a copy without ttl (the window alone bounds its rows; the
+    registered view keeps its ttl), and its interval is recorded as FeatureStore.materialize does.
+    """
+    from tqdm import tqdm
+
+    provider = store._get_provider()
+    fresh_start = end - max(fv.ttl for fv in fresh) if fresh else end
+    starts = []
+    for fv, start in [*((fv, fresh_start) for fv in fresh), *((fv, fv.most_recent_end_time) for fv in seen)]:
+        view = fv.__copy__()
+        view.ttl = dt.timedelta(0)
+        provider.materialize_single_feature_view(
+            config=store.config, feature_view=view, start_date=_utc(start), end_date=_utc(end),
+            registry=store.registry, project=store.project,
+            tqdm_builder=lambda total: tqdm(total=total, disable=True))
+        store.registry.apply_materialization(fv, store.project, _utc(start), _utc(end))
+        starts.append(start)
+    return starts
 
 
 def feature_columns(store: FeatureStore, feature_service: str) -> tuple[list[str], list[str]]:
