@@ -12,7 +12,7 @@ stopped at the end:
    training set through Feast's Ray offline store: the same rows and the same feature values as
    the local profile's (DuckDB), NaN-aware;
 3. the online store after the Ray engine's materialization answers what the local one answers;
-4. batch scoring on Ray Data (the model loaded once per actor) gives the local scorer's scores;
+4. batch scoring on Ray Data gives the local scorer's scores, with the model loaded once per actor;
 5. a hyperparameter search through joblib's ray backend picks what the local search picks.
 
 The history ended long before the wall clock: Feast 0.67's Ray engine alone would materialize
@@ -170,6 +170,29 @@ def test_batch_scores_on_ray_data_are_the_local_scorers(profiles: tuple[Any, Any
         np.testing.assert_allclose(got[answer].to_numpy(), want[answer].to_numpy(), rtol=0, atol=1e-12)
         if "decision" in want.columns:
             assert got["decision"].tolist() == want["decision"].tolist()
+
+
+def test_ray_data_loads_the_model_once_per_actor(profiles: tuple[Any, Any], tmp_path: Path) -> None:
+    from glue import features, training
+    from glue.adapters import ray
+
+    local, on_ray = profiles
+    base = local.model("fraud-detector")
+    frame = features.training_frame(local, base)
+    X, y = frame.X.head(2000), frame.y.head(2000).to_numpy()
+    model = training.build_pipeline(base.task, base.estimator, X, base.random_state).fit(X, y)
+    loads = tmp_path / "loads.txt"
+
+    def load() -> Any:  # shipped to the actors by value (cloudpickle); one line per load
+        with open(loads, "a") as out:
+            out.write(f"{os.getpid()}\n")
+        return model
+
+    got = ray.score_frame(on_ray, X, load, training.predict, base.task, batch_size=100)  # 20 chunks
+    pids = loads.read_text().split()
+    assert 1 <= len(pids) <= 2 and len(set(pids)) == len(pids)  # one load per actor, one actor per CPU
+    assert str(os.getpid()) not in pids  # loaded in the cluster's workers, not here
+    np.testing.assert_array_equal(got, training.predict(model, base.task, X.astype("float64")))
 
 
 def test_a_hyperparameter_search_on_the_cluster_picks_what_the_local_one_picks(
