@@ -1,4 +1,4 @@
-"""The `ray` profile's settings: its Feast configuration, its cluster, and the search spec (no Ray started)."""
+"""The `ray` profile's settings: its Feast configuration, its cluster, the search spec (no Ray started)."""
 
 from __future__ import annotations
 
