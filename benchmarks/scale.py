@@ -14,7 +14,8 @@ customers, 400 merchants is ~100k). Every stage of the main job (`glue run` = `d
 Each runs under GNU `/usr/bin/time -v`: wall seconds, and "Maximum resident set size" (the largest
 single process of the stage, the glue command DVC starts included). The code run is this work
 tree's glue (installed editable); the environment is the `local` profile with nothing inherited
-(GLUE_*, FEAST_* and MLFLOW_* unset but GLUE_POSTGRES_*).
+(GLUE_*, FEAST_* and MLFLOW_* unset but GLUE_POSTGRES_* and GLUE_RAY_*). A failed stage stops
+the stages after it; batch scoring and monitoring run whatever the other did.
 
 After the stages, the fraud model's (--model) entity rows (its labelled events with the service's
 join keys and request fields, as `glue train` builds them) go through glue's point-in-time join
@@ -30,7 +31,10 @@ one process each (so the RSS is per store); "seconds" is the join alone, "wall" 
   FileSource of those tables swapped for a PostgreSQLSource (benchmark-only: the project's
   definitions use FileSource on every profile). The load is timed apart;
 - ray: Feast's Ray store, when the project has a Ray profile (`glue ray start|stop`,
-  feature_repo/ray/feature_store.yaml); RSS is the driver's (Ray's workers are the cluster's).
+  feature_repo/ray/feature_store.yaml): its offline store on a cluster `glue ray start` launches
+  for this run (a free GLUE_RAY_PORT unless set; GLUE_RAY_* size it), with a file registry and
+  SQLite online store in the scratch dir instead of the profile's prod services; RSS is the
+  driver's (Ray's workers are the cluster's processes).
 
 Every store's frame is compared with duckdb's (sorted the same way, NaN-aware, every column).
 The tables give each size side by side and the growth between the two largest sizes run, in
@@ -79,6 +83,8 @@ FILE_STORE_LIMIT = 100_000  # above it Feast's file store ran out of 24 GB (issu
 FILE_STORE_SKIPPED = "skipped (OOM at 1M: 23.9 GB)"
 DAYS = 60
 MAIN_JOB = "glue run (sum, peak)"
+KEPT_ENV = ("GLUE_POSTGRES_", "GLUE_RAY_")  # the machine's PostgreSQL; the Ray cluster's size and place
+AFTER_JOB = ("score-batch", "monitor")  # the loop's stages outside dvc.yaml; neither needs the other
 WORKERS = ("entities", "load-postgres", "pit", "compare")
 ENTITY_ROWS = "entity_rows"  # the key of the PIT results that holds the rows joined, not a store
 
@@ -129,7 +135,7 @@ def make_project(root: Path, demo: dict[str, int]) -> Path:
 def project_env(project: Path, **extra: str) -> dict[str, str]:
     """The scratch project's environment: the local profile, this venv first, nothing inherited."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("GLUE_", "FEAST_", "MLFLOW_")) or k.startswith("GLUE_POSTGRES_")}
+           if not k.startswith(("GLUE_", "FEAST_", "MLFLOW_")) or k.startswith(KEPT_ENV)}
     env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", GLUE_PROJECT_DIR=str(project),
                GLUE_PROFILE="local", GX_ANALYTICS_ENABLED="false", TQDM_DISABLE="1", **extra)
     return env
@@ -150,8 +156,17 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str], log: Path) -> Measure
     report = log.with_suffix(".time")
     start = time.perf_counter()
     with log.open("w") as out:
-        completed = subprocess.run([GNU_TIME, "-v", "-o", str(report), *argv], cwd=cwd, env=env,
-                                   stdout=out, stderr=subprocess.STDOUT)
+        # its own process group: interrupted, the whole stage goes (not only GNU time)
+        process = subprocess.Popen([GNU_TIME, "-v", "-o", str(report), *argv], cwd=cwd, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            process.wait()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
+            raise
+    completed = process
     seconds = time.perf_counter() - start
     match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", report.read_text()) \
         if report.exists() else None
@@ -190,7 +205,7 @@ def run_stages(project: Path, env: dict[str, str], logs: Path) -> dict[str, Meas
             results[name] = Measure(float("nan"), float("nan"), False, f"not run ({failed} failed)")
         else:
             results[name] = timed(argv, project, env, logs / f"{name.replace('@', '_')}.log")
-            if not results[name].ok:
+            if not results[name].ok and name not in AFTER_JOB:  # the later stages need it
                 failed = name
         m = results[name]
         print(f"    {name:<28} {m.seconds:>8.1f} s  {m.rss_gb:>6.2f} GB  {m.note}", flush=True)
@@ -303,27 +318,44 @@ def store_config(store: str, project: Path, env: dict[str, str], bench: Path, si
         if not has_command or not ray_yaml.is_file():
             yield None, env, "n/a (no ray profile)"
             return
-        start = timed([str(BIN / "glue"), "ray", "start"], project, env, bench / "ray_start.log")
+        # The profile's offline store and engine on a cluster of this run's own (a free port unless
+        # GLUE_RAY_* says otherwise); its registry and online store are files in the scratch dir,
+        # not the prod services the profile shares.
+        port = {} if os.environ.get("GLUE_RAY_PORT") else {"GLUE_RAY_PORT": free_port()}
+        ray_env = project_env(project, **port)
+        config = _absolute_paths(yaml.safe_load(ray_yaml.read_text()), ray_yaml.parent)
+        config["registry"] = str(bench / "ray" / "registry.db")
+        config["online_store"] = {"type": "sqlite", "path": str(bench / "ray" / "online_store.db")}
+        path = bench / "ray" / "feature_store.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        start = timed([str(BIN / "glue"), "ray", "start"], project, ray_env, bench / "ray_start.log")
         try:
             if not start.ok:
                 yield None, env, f"glue ray start failed: {start.note}"
                 return
-            store_env = project_env(project, GLUE_FEAST_YAML=str(ray_yaml), **ray_env(project, env))
-            yield ray_yaml, store_env, {"cluster_start_seconds": start.seconds}
+            yield path, {**ray_env, "GLUE_FEAST_YAML": str(path)}, {"cluster_start_seconds": start.seconds}
         finally:
-            timed([str(BIN / "glue"), "ray", "stop"], project, env, bench / "ray_stop.log")
+            timed([str(BIN / "glue"), "ray", "stop"], project, ray_env, bench / "ray_stop.log")
     else:
         raise SystemExit(f"unknown store {store!r} (choose from {', '.join(STORES)})")
 
 
-def ray_env(project: Path, env: dict[str, str]) -> dict[str, str]:
-    """`glue ray env`'s exports, if the command has them (the cluster's address and the like)."""
-    completed = subprocess.run([str(BIN / "glue"), "ray", "env"], cwd=project, env=env, capture_output=True,
-                               text=True)
-    if completed.returncode != 0:
-        return {}
-    exports = re.findall(r"^export (\w+)=(.*)$", completed.stdout, re.MULTILINE)
-    return {k: v.strip("'\"") for k, v in exports if k not in ("GLUE_PROJECT_DIR", "GLUE_FEAST_YAML")}
+def free_port(host: str = "127.0.0.2") -> str:
+    """A port on `host` that is free, and its successor too (the Ray client server's)."""
+    import random
+    import socket
+
+    for _ in range(100):
+        port = random.randint(20000, 40000)
+        try:
+            for p in (port, port + 1):
+                with socket.socket() as sock:
+                    sock.bind((host, p))
+        except OSError:
+            continue
+        return str(port)
+    raise RuntimeError(f"no free port pair on {host}")
 
 
 def _absolute_paths(config: dict, repo: Path) -> dict:
@@ -338,6 +370,9 @@ def _absolute_paths(config: dict, repo: Path) -> dict:
     online = config.get("online_store") or {}
     if online.get("type") == "sqlite" and "path" in online:
         online["path"] = absolute(online["path"])
+    offline = config.get("offline_store") or {}
+    if "storage_path" in offline:
+        offline["storage_path"] = absolute(offline["storage_path"])
     return config
 
 
@@ -518,6 +553,9 @@ def compare(left: Path, right: Path, out: Path) -> None:
                 equal = np.allclose(xs, ys, rtol=1e-9, atol=0.0, equal_nan=True)
             else:
                 equal = bool(((x == y) | (x.isna() & y.isna())).all())
+            times = pd.api.types.is_datetime64_any_dtype(x) and pd.api.types.is_datetime64_any_dtype(y)
+            if not equal and times:
+                column += f" (by up to {(x - y).abs().max().total_seconds():.3f} s)"
             if not equal:
                 differ.append(column)
         if differ:
@@ -545,7 +583,7 @@ def print_stage_table(stages: dict[int, dict[str, Measure]]) -> dict[str, Any]:
     """Stage x size: seconds and peak RSS; the main job's sum; growth per million transactions."""
     sizes = sorted(stages)
     names = list(dict.fromkeys(name for size in sizes for name in stages[size]))
-    main_job = [n for n in names if n not in ("score-batch", "monitor")]
+    main_job = [n for n in names if n not in AFTER_JOB]
     header = f"{'stage':<24}" + "".join(f"{f'{size:,} s':>14}{'GB':>7}" for size in sizes)
     if len(sizes) > 1:
         header += f"{'s/M':>9}{'GB/M':>7}"
