@@ -33,14 +33,6 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
-                                   items: list[pytest.Item]) -> None:
-    """Run tests/ray first. In one process after the rest of the suite, the Ray cluster's workers
-    failed to start ("Failed to startup worker after retrying 5 times"), while tests/ray alone pass
-    in the same fresh clone; until the cause is found, the Ray tests go before the others."""
-    items.sort(key=lambda item: 0 if Path(str(item.fspath)).parent.name == "ray" else 1)
-
-
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Give back what the run took: its prefixed databases and claimed Redis dbs (tests/services.py)."""
     services.release_all()
