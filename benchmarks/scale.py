@@ -74,8 +74,6 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 BIN = PROJECT_DIR / ".venv" / "bin"
 GNU_TIME = "/usr/bin/time"
-# What a fresh clone holds (tests/conftest.py clone_project): configuration and the code DVC tracks.
-CLONED = ("params.yaml", "dvc.yaml", "feature_repo", "dags", "glue", "monitoring", ".dvcignore", ".gitignore")
 DEFAULT_SIZES = "100000,1000000"
 TEN_MILLION = 10_000_000
 STORES = ("duckdb", "file", "postgres", "ray")
@@ -109,27 +107,12 @@ def demo_for(size: int) -> dict[str, int]:
 
 
 def make_project(root: Path, demo: dict[str, int]) -> Path:
-    """A fresh clone of this project's configuration in `root` (git + DVC, no data), demo scaled."""
-    import yaml
+    """A fresh clone of this project's configuration in `root` (git + DVC, no data), demo scaled:
+    the same copy the e2e tests make (tests/conftest.py clone_project)."""
+    from tests.conftest import clone_project
 
-    root.mkdir(parents=True)
-    for name in CLONED:
-        src = PROJECT_DIR / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "data"))
-        elif src.exists():
-            shutil.copy2(src, root / name)
-    (root / ".dvc").mkdir()
-    shutil.copy2(PROJECT_DIR / ".dvc" / "config", root / ".dvc" / "config")
-    params_file = root / "params.yaml"
-    params = yaml.safe_load(params_file.read_text())
-    params["demo"].update(demo)
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-    commit = ["-c", "user.email=bench@example.com", "-c", "user.name=bench", "commit", "-q", "-m", "clone"]
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], commit):
-        subprocess.run(["git", *args], cwd=root, check=True)
-    (root / ".glue" / "dvc-remote").mkdir(parents=True)  # .dvc/config's local remote
-    return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    return clone_project(root, demo)
 
 
 def project_env(project: Path, **extra: str) -> dict[str, str]:
