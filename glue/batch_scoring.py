@@ -160,37 +160,32 @@ def score_batch(settings: Settings, model: ModelSpec, day: dt.date | None = None
 
 
 def _event_chunks(settings: Settings, day: dt.date | None, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """The validated events of `day` (or all), whole batch files at a time, each chunk in event
-    order, the time column named event_timestamp; refuses an empty selection."""
+    """The validated events of `day` (one chunk: glue.features.read_events of that day), or of all
+    days, whole batch files at a time; each chunk in event order, the time column named
+    event_timestamp; refuses an empty day."""
     import pandas as pd
 
-    from glue.features import EVENT_TIMESTAMP
+    from glue.features import EVENT_TIMESTAMP, read_events
 
-    files = _batch_files(settings)
+    if day is not None:
+        start = dt.datetime.combine(day, dt.time(), dt.UTC)
+        rows = read_events(settings, since=start, until=start + dt.timedelta(days=1))
+        if rows.empty:
+            _no_events(settings, day)
+        yield rows
+        return
     ts, event_id = settings.params.validation.timestamp_column, settings.params.data.event_id
     order = [EVENT_TIMESTAMP, *([event_id] if event_id else [])]
     pending: list[pd.DataFrame] = []
-    size = total = 0
-    seen: set[dt.date] = set()
-    for file in files:
-        if day is not None:
-            days = pd.read_parquet(file, columns=[ts])[ts].dt.tz_convert("UTC").dt.date
-            seen.update(days.unique())
-            if not (days == day).any():
-                continue
-        df = pd.read_parquet(file).rename(columns={ts: EVENT_TIMESTAMP})
-        if day is not None:
-            df = df[(df[EVENT_TIMESTAMP].dt.tz_convert("UTC").dt.date == day).to_numpy()]
-        pending.append(df)
-        size += len(df)
-        total += len(df)
+    size = 0
+    for file in _batch_files(settings):
+        pending.append(pd.read_parquet(file).rename(columns={ts: EVENT_TIMESTAMP}))
+        size += len(pending[-1])
         if size >= chunk_rows:
             yield pd.concat(pending, ignore_index=True).sort_values(order, kind="stable")
             pending, size = [], 0
     if pending:
         yield pd.concat(pending, ignore_index=True).sort_values(order, kind="stable")
-    if day is not None and not total:
-        _no_events(settings, day, seen)
 
 
 def _entity_chunks(settings: Settings, day: dt.date | None, join_keys: list[str],
@@ -213,7 +208,7 @@ def _entity_chunks(settings: Settings, day: dt.date | None, join_keys: list[str]
     rows = pd.concat(parts, ignore_index=True).drop_duplicates().sort_values(
         [EVENT_TIMESTAMP, *join_keys], kind="stable").reset_index(drop=True)
     if rows.empty and day is not None:
-        _no_events(settings, day, set())
+        _no_events(settings, day)
     for begin in range(0, len(rows), chunk_rows):
         yield rows.iloc[begin:begin + chunk_rows]
 
@@ -226,8 +221,15 @@ def _batch_files(settings: Settings) -> list[Path]:
     return files
 
 
-def _no_events(settings: Settings, day: dt.date, seen: set[dt.date]) -> None:
-    cover = f" (they cover {min(seen)} .. {max(seen)})" if seen else ""
+def _no_events(settings: Settings, day: dt.date) -> None:
+    """Refuse a day without events, naming the days the batches do cover."""
+    import pandas as pd
+
+    ts = settings.params.validation.timestamp_column
+    days = [pd.to_datetime(pd.read_parquet(f, columns=[ts])[ts], utc=True).dt.date
+            for f in _batch_files(settings)]
+    seen = pd.concat(days) if days else pd.Series(dtype="object")
+    cover = f" (they cover {seen.min()} .. {seen.max()})" if len(seen) else ""
     raise GlueError(f"no validated events on {day:%Y-%m-%d} in {settings.validated_events_dir}{cover}")
 
 
