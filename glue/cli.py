@@ -378,6 +378,22 @@ def ray_status_cmd() -> None:
         sys.exit(3)
 
 
+@ray_group.command("env")
+def ray_env_cmd() -> None:
+    """Print the shell exports Ray's and Feast's own CLIs need for glue's cluster.
+
+    `eval "$(glue ray env)"`, then e.g. `ray status` or `feast -f ray/feature_store.yaml
+    materialize ...`: RAY_ADDRESS, FEAST_RAY_ADDRESS and the cluster's token authentication
+    (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN_PATH).
+    """
+    import shlex
+
+    cluster, _ = _ray_cluster()
+    env = {"RAY_ADDRESS": cluster.address, "FEAST_RAY_ADDRESS": cluster.address, **cluster.auth_env()}
+    for key, value in env.items():
+        click.echo(f"export {key}={shlex.quote(value)}")
+
+
 def _ray_cluster() -> tuple[RayClusterSettings, Path]:
     from glue.settings import ray_cluster
 

@@ -291,6 +291,22 @@ class RayClusterSettings(BaseModel):
     object_store_mb: int = Field(256, ge=80)  # per node; Ray's minimum is ~75 MB
     # connect to this cluster instead (GLUE_RAY_ADDRESS, host:port): one glue did not start
     address_override: str | None = None
+    # the cluster's authentication token, written by `glue ray start` (<state_dir>/ray/auth_token);
+    # None for a cluster glue did not start, whose RAY_AUTH_* environment is the user's
+    token_file: Path | None = None
+
+    def auth_env(self) -> dict[str, str]:
+        """The environment every process of glue's cluster and every driver of it runs with.
+
+        Why explicit: Ray 2.5x turns token authentication on by itself for a `ray start --head`
+        when a ~/.ray/auth_token exists (any earlier local ``ray.init()`` writes one), but not for
+        `ray start --address` nor for a driver given an address, so a cluster started beside such
+        a file rejected its own worker node (InvalidAuthToken). glue's cluster always uses token
+        authentication with a token of its own, whatever ~/.ray holds.
+        """
+        if self.token_file is None:
+            return {}
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_file)}
 
     @property
     def address(self) -> str:
@@ -298,13 +314,16 @@ class RayClusterSettings(BaseModel):
         return self.address_override or f"{self.host}:{self.port}"
 
     @classmethod
-    def from_env(cls) -> RayClusterSettings:
+    def from_env(cls, state: Path | None = None) -> RayClusterSettings:
         """GLUE_RAY_HOST, GLUE_RAY_PORT, GLUE_RAY_WORKERS, GLUE_RAY_CPUS, GLUE_RAY_OBJECT_STORE_MB,
-        GLUE_RAY_ADDRESS; unset ones keep the defaults."""
+        GLUE_RAY_ADDRESS; unset ones keep the defaults. `state` is the cluster's folder
+        (<state_dir>/ray), where its token lives."""
         names = {"host": "HOST", "port": "PORT", "workers": "WORKERS", "cpus": "CPUS",
                  "object_store_mb": "OBJECT_STORE_MB", "address_override": "ADDRESS"}
-        values = {field: os.environ[f"{ENV_PREFIX}RAY_{env}"] for field, env in names.items()
-                  if os.environ.get(f"{ENV_PREFIX}RAY_{env}")}
+        values: dict[str, Any] = {field: os.environ[f"{ENV_PREFIX}RAY_{env}"] for field, env in names.items()
+                                  if os.environ.get(f"{ENV_PREFIX}RAY_{env}")}
+        if state is not None and not values.get("address_override"):
+            values["token_file"] = state / "auth_token"
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
@@ -554,7 +573,7 @@ def load_settings(profile: str | None = None, project_dir: Path | None = None) -
         feast_db = os.environ.get("FEAST_POSTGRES_DB") or feast_prod_env()["FEAST_POSTGRES_DB"]
         values.setdefault("warehouse_uri", postgres_uri(feast_db))
     if profile == "ray":
-        values["ray"] = RayClusterSettings.from_env()
+        values["ray"] = RayClusterSettings.from_env(Path(values["state_dir"]) / "ray")
     params = load_params(project_dir / PARAMS_FILE)
     try:
         return Settings(profile=profile, project_dir=project_dir, params=params, **values)
@@ -569,8 +588,8 @@ def ray_cluster(project_dir: Path | None = None) -> tuple[RayClusterSettings, Pa
     address: `glue ray start` works before the services are up.
     """
     project_dir = (project_dir or find_project_dir()).resolve()
-    state = os.environ.get(ENV_PREFIX + "STATE_DIR") or _defaults("ray", project_dir)["state_dir"]
-    return RayClusterSettings.from_env(), Path(state) / "ray"
+    state = Path(os.environ.get(ENV_PREFIX + "STATE_DIR") or _defaults("ray", project_dir)["state_dir"])
+    return RayClusterSettings.from_env(state / "ray"), state / "ray"
 
 
 @lru_cache(maxsize=1)

@@ -76,6 +76,10 @@ def open_store(settings: Settings) -> FeatureStore:
     except Exception as exc:  # FeastConfigError and YAML errors
         raise SettingsError(f"{yaml_file}: invalid Feast configuration: {exc}") from None
     _make_local_dirs(config, repo)
+    if settings.ray is not None:  # Feast's Ray store and engine reuse this driver, authenticated
+        from glue.adapters import ray
+
+        ray.connect(settings)
     store = FeatureStore(repo_path=str(repo), fs_yaml_file=yaml_file)
     mlflow_cfg = store.config.mlflow
     if mlflow_cfg is not None and mlflow_cfg.enabled and not mlflow_cfg.tracking_uri:

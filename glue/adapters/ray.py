@@ -9,6 +9,9 @@ feature_store.yaml) connect to the same cluster on their own; glue only starts i
 The cluster is `ray start --head` plus `ray start --address` worker nodes, each started in a
 session of its own and recorded in ``<state_dir>/ray/cluster.json``; stopping signals exactly the
 processes of those sessions (never `ray stop`, which stops every Ray of the user on the machine).
+It uses Ray's token authentication with a token of its own (``<state_dir>/ray/auth_token``, mode
+0600): every node and every driver glue starts gets RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH
+(RayClusterSettings.auth_env); `glue ray env` prints them for Ray's and Feast's own CLIs.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -83,6 +87,7 @@ def start_cluster(cluster: RayClusterSettings, state: Path) -> ClusterStatus:
     temp_dir = _temp_dir(state)
     logs = state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    _write_token(cluster)
     node = ["--node-ip-address", cluster.host, "--num-cpus", str(cluster.cpus),
             "--object-store-memory", str(cluster.object_store_mb * 1024 * 1024), "--disable-usage-stats"]
     commands = [("head", ["--head", "--port", str(cluster.port), "--temp-dir", str(temp_dir),
@@ -93,10 +98,10 @@ def start_cluster(cluster: RayClusterSettings, state: Path) -> ClusterStatus:
     sessions: dict[str, int] = {}
     try:
         for name, args in commands:
-            sessions[name] = _ray_start(name, args, logs / f"{name}.log")
+            sessions[name] = _ray_start(name, args, logs / f"{name}.log", cluster.auth_env())
             _write_record(state, {"address": cluster.address, "temp_dir": str(temp_dir),
                                   "sessions": sessions})
-        _wait_for_nodes(cluster.address, len(commands))
+        _wait_for_nodes(cluster, len(commands))
     except BaseException:
         _stop_sessions(sessions)
         _write_record(state, None)
@@ -114,7 +119,9 @@ def stop_cluster(state: Path) -> list[str]:
     stopped = _stop_sessions(record["sessions"])
     temp_dir = Path(record.get("temp_dir") or "")
     if temp_dir.name.startswith("glue-ray-"):
+        _keep_node_logs(temp_dir, state / "logs" / "last-session")
         shutil.rmtree(temp_dir, ignore_errors=True)
+    (state / "auth_token").unlink(missing_ok=True)
     _write_record(state, None)
     return stopped
 
@@ -126,7 +133,7 @@ def cluster_status(cluster: RayClusterSettings, state: Path) -> ClusterStatus:
     nodes, cpus, store_mb = 0, 0.0, 0.0
     running = bool(pids) or bool(cluster.address_override)
     if running and _answers(*_host_port(cluster.address)):
-        alive = [n for n in _nodes(cluster.address) if n.get("Alive")]
+        alive = [n for n in _nodes(cluster) if n.get("Alive")]
         nodes = len(alive)
         cpus = sum(n.get("Resources", {}).get("CPU", 0.0) for n in alive)
         store_mb = sum(n.get("Resources", {}).get("object_store_memory", 0.0) for n in alive) / 2**20
@@ -146,6 +153,7 @@ def connect(settings: Settings) -> None:
     if not _answers(*_host_port(cluster.address)):
         raise GlueError(f"no Ray cluster answers at {cluster.address} (profile '{settings.profile}'); "
                         "start it with `glue ray start`")
+    _use_auth(cluster)
     ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
 
 
@@ -251,10 +259,51 @@ def _write_record(state: Path, record: dict[str, Any] | None) -> None:
     tmp.replace(path)
 
 
-def _ray_start(name: str, args: list[str], log: Path) -> int:
+def _keep_node_logs(temp_dir: Path, dest: Path) -> None:
+    """Keep the daemons' error logs and the raylets' logs of the session that ends (Ray writes them
+    into its temp dir, which goes): why a worker process failed to start is in raylet.err."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    for log in temp_dir.glob("session_*/logs/*"):
+        if log.is_file() and (log.suffix == ".err" or log.name.startswith(("raylet", "gcs_server"))):
+            with contextlib.suppress(OSError):
+                shutil.copy2(log, dest / log.name)
+
+
+def _write_token(cluster: RayClusterSettings) -> None:
+    """A new token for the cluster about to start, readable by its owner only (Ray's own
+    generator is the same: 256 random bits in hex)."""
+    if cluster.token_file is None:
+        raise GlueError("a cluster glue starts needs its token file (RayClusterSettings.from_env(state))")
+    cluster.token_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(cluster.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32))
+
+
+def _use_auth(cluster: RayClusterSettings) -> None:
+    """Make this process's next ray.init authenticate to glue's cluster with its token.
+
+    Ray reads the mode and the token once and caches both (its own ``_enable_token_auth`` refreshes
+    the config the same way); a process that was a driver of another cluster before must not keep
+    that one's token.
+    """
+    env = cluster.auth_env()
+    if not env:
+        return
+    os.environ.pop("RAY_AUTH_TOKEN", None)  # it would take precedence over the token file
+    os.environ.update(env)
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _ray_start(name: str, args: list[str], log: Path, auth_env: dict[str, str]) -> int:
     """Run one `ray start` in a new session; returns the session id its daemons keep."""
     ray_bin = str(Path(sys.executable).parent / "ray")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
+    env |= {"RAY_USAGE_STATS_ENABLED": "0", **auth_env}
     with open(log, "ab") as out:
         proc = subprocess.Popen([ray_bin, "start", *args], stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
@@ -270,23 +319,24 @@ def _ray_start(name: str, args: list[str], log: Path) -> int:
     return proc.pid
 
 
-def _wait_for_nodes(address: str, expected: int) -> None:
+def _wait_for_nodes(cluster: RayClusterSettings, expected: int) -> None:
     deadline = time.monotonic() + _START_TIMEOUT
     alive = 0
     while time.monotonic() < deadline:
-        alive = sum(1 for n in _nodes(address) if n.get("Alive"))
+        alive = sum(1 for n in _nodes(cluster) if n.get("Alive"))
         if alive >= expected:
             return
         time.sleep(1.0)
-    raise GlueError(f"the Ray cluster at {address} has {alive} of {expected} nodes after "
+    raise GlueError(f"the Ray cluster at {cluster.address} has {alive} of {expected} nodes after "
                     f"{_START_TIMEOUT:.0f} s")
 
 
-def _nodes(address: str) -> list[dict[str, Any]]:
+def _nodes(cluster: RayClusterSettings) -> list[dict[str, Any]]:
     """The cluster's node table, asked as a short-lived driver (or the one this process already is)."""
     if ray.is_initialized():
         return ray.nodes()
-    ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    _use_auth(cluster)
+    ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
     try:
         return ray.nodes()
     finally:

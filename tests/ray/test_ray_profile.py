@@ -6,7 +6,8 @@ ray profile against a cluster of its own, started as processes by `glue ray star
 head and one worker node on loopback, one CPU and a 256 MB object store each, free ports) and
 stopped at the end:
 
-1. the cluster has the head and the worker node, and only the processes glue started;
+1. the cluster has the head and the worker node, and only the processes glue started, and it
+   authenticates with its own token even when ~/.ray/auth_token holds another cluster's;
 2. `glue features` on the ray profile (the SQL registry in this run's PostgreSQL database, Feast's
    Ray compute engine materializing into this run's Redis db) and then each model's point-in-time
    training set through Feast's Ray offline store: the same rows and the same feature values as
@@ -27,6 +28,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,7 +44,7 @@ from tests.conftest import build_small_champion_project, clone_project
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
 
 # What the module sets in the environment of this process (restored afterwards).
-_ENV = ("GLUE_PROJECT_DIR", "GLUE_PROFILE", "GLUE_RAY_HOST", "GLUE_RAY_PORT", "GLUE_RAY_WORKERS",
+_ENV = ("HOME", "GLUE_PROJECT_DIR", "GLUE_PROFILE", "GLUE_RAY_HOST", "GLUE_RAY_PORT", "GLUE_RAY_WORKERS",
         "GLUE_MLFLOW_TRACKING_URI", "FEAST_POSTGRES_DB", "FEAST_REDIS_DB", "FEAST_RAY_ADDRESS")
 
 
@@ -74,6 +77,12 @@ def profiles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, An
     os.environ.update({"GLUE_PROJECT_DIR": str(root), "GLUE_RAY_PORT": str(port), "GLUE_RAY_WORKERS": "1",
                        "GLUE_RAY_HOST": "127.0.0.2", "FEAST_RAY_ADDRESS": f"127.0.0.2:{port}"})
     os.environ.pop("GLUE_PROFILE", None)
+    # A ~/.ray/auth_token of some other cluster (any local ray.init() writes one): Ray then turned
+    # token authentication on for the head only, and the worker node was rejected (InvalidAuthToken)
+    home = tmp_path_factory.mktemp("home")
+    (home / ".ray").mkdir()
+    (home / ".ray" / "auth_token").write_text("0" * 64)
+    os.environ["HOME"] = str(home)
     get_settings.cache_clear()
     cluster, state = ray_cluster(root)
     try:
@@ -106,6 +115,18 @@ def test_the_cluster_is_a_head_and_a_worker_node_of_glues_own_processes(profiles
     assert status.address == on_ray.ray.address and status.address.startswith("127.0.0.2:")
     assert status.processes >= 4  # gcs_server and a raylet per node at least
     assert round(status.object_store_mb) == 2 * 256
+    token = on_ray.ray.token_file
+    assert token.stat().st_mode & 0o077 == 0  # the token is its owner's only
+    # a driver without the cluster's token is turned away; with `glue ray env`'s settings it gets in
+    probe = (f"import ray; ray.init(address={on_ray.ray.address!r}, logging_level='ERROR'); "
+             "print(int(ray.cluster_resources()['CPU']))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    stranger = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                              timeout=120)
+    assert stranger.returncode != 0 and "InvalidAuthToken" in stranger.stderr + stranger.stdout
+    member = subprocess.run([sys.executable, "-c", probe], env={**env, **on_ray.ray.auth_env()},
+                            capture_output=True, text=True, timeout=120)
+    assert member.returncode == 0 and member.stdout.split()[-1] == "2", member.stderr[-2000:]
 
 
 @pytest.mark.parametrize("model_name", ["fraud-detector", "customer-spend"])

@@ -41,6 +41,17 @@ def test_the_cluster_follows_the_environment(ray_env: Path, monkeypatch: pytest.
     assert load_settings().ray.address == "10.0.0.5:6379"
 
 
+def test_glues_cluster_has_a_token_of_its_own(ray_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every node and driver of glue's cluster gets token mode and the cluster's own token file
+    (not ~/.ray/auth_token); a cluster glue did not start keeps the user's RAY_AUTH_* settings."""
+    cluster, state = ray_cluster(ray_env)
+    assert cluster.token_file == state / "auth_token"
+    assert cluster.auth_env() == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(state / "auth_token")}
+    assert load_settings().ray.auth_env() == cluster.auth_env()
+    monkeypatch.setenv("GLUE_RAY_ADDRESS", "10.0.0.5:6379")
+    assert load_settings().ray.token_file is None and load_settings().ray.auth_env() == {}
+
+
 def test_a_bad_cluster_setting_names_the_variable(ray_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GLUE_RAY_PORT", "80")
     with pytest.raises(SettingsError, match="GLUE_RAY_.*port"):
