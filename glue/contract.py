@@ -27,8 +27,13 @@ TAG_PREFIX = "glue."  # every glue tag starts with it
 # lineage (glue/lineage.py gathers the facts; the run-context plugin adds the cheap ones to every run)
 GIT_COMMIT = "glue.git_commit"
 GIT_DIRTY = "glue.git_dirty"
-DVC_DATA_VERSION = "glue.dvc_data_version"
+DVC_DATA_VERSION = "glue.dvc_data_version"  # the DVC hash of exactly the data the training read
 DVC_DATA_PATH = "glue.dvc_data_path"
+DVC_REMOTE = "glue.dvc_remote"  # the DVC remote that holds that version (glue/adapters/dvc.py fetch)
+DVC_DATA_FILES = "glue.dvc_data_files"
+# on every run of a project (the run-context plugin): what dvc.lock records for the raw data, which
+# is what `dvc checkout` gives, not necessarily what that run read
+DVC_LOCK_DATA_VERSION = "glue.dvc_lock_data_version"
 VALIDATION_SUMMARY = "glue.validation_summary"
 VALIDATION_SUMMARY_SHA256 = "glue.validation_summary_sha256"
 VALIDATION_BATCH_DAYS = "glue.validation_batch_days"
@@ -67,6 +72,8 @@ MONITOR_LAST_CHECK = "glue.monitor.last_check"  # on the champion's model versio
 # --- artifacts ----------------------------------------------------------------------------------
 
 MODEL_ARTIFACT = "model"  # name of the logged model inside a training run
+# the MLflow dataset source type of the training and validation sets (mlflow_plugins/dataset_source.py)
+DATASET_SOURCE_TYPE = "glue_feast_dvc"
 FEAST_FEATURES_FILE = "feast_features.json"  # what Feast's model resolver looks for on a run
 FEATURE_IMPORTANCE_JSON = "feature_importance.json"
 FEATURE_IMPORTANCE_PNG = "feature_importance.png"

@@ -18,8 +18,11 @@ from pathlib import Path
 
 from glue.adapters import dvc
 from glue.contract import (
+    DVC_DATA_FILES,
     DVC_DATA_PATH,
     DVC_DATA_VERSION,
+    DVC_LOCK_DATA_VERSION,
+    DVC_REMOTE,
     GIT_COMMIT,
     GIT_DIRTY,
     PROFILE,
@@ -37,6 +40,8 @@ VALIDATION_SUMMARY_FILE = "summary.json"  # written by the validation stage unde
 PIPELINE_RECORDS = ("dvc.lock", "metrics")  # written by `dvc repro` itself: not "dirty" code
 NO_GIT = "unknown (not a git repository)"
 NO_DVC = "untracked (no dvc.lock entry or .dvc file for data/raw; run `dvc repro`)"
+NOT_A_DVC_REPO = "untracked (the data is not inside a DVC repository)"
+FRAME_GIVEN = "untracked (trained on a frame the caller gave, not on the project's data)"
 NO_SUMMARY = "missing"
 
 
@@ -91,18 +96,25 @@ def validated_days(validated_dir: Path) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.json"))
 
 
-def data_lineage_tags(project_dir: Path, validated_dir: Path) -> dict[str, str]:
-    """Git, DVC and validation facts as MLflow tag values (strings, never empty)."""
+def data_lineage_tags(project_dir: Path, validated_dir: Path, data: dvc.DataVersion | str) -> dict[str, str]:
+    """Git, DVC and validation facts as MLflow tag values (strings, never empty).
+
+    `data` is the DVC version of the data the model read (:func:`glue.adapters.dvc.snapshot`), or
+    the reason there is none (NOT_A_DVC_REPO, FRAME_GIVEN): never dvc.lock's hash, which names
+    what `dvc repro` last saw, not necessarily what this training read.
+    """
     git = git_state(project_dir)
-    version = dvc_data_version(project_dir)
     summary = validated_dir / VALIDATION_SUMMARY_FILE
     sha = file_sha256(summary)
     days = validated_days(validated_dir)
+    versioned = isinstance(data, dvc.DataVersion)
     return {
         GIT_COMMIT: git.commit or NO_GIT,
         GIT_DIRTY: _flag(git.dirty),
-        DVC_DATA_PATH: RAW_DATA_PATH,
-        DVC_DATA_VERSION: version or NO_DVC,
+        DVC_DATA_PATH: data.path if versioned else RAW_DATA_PATH,
+        DVC_DATA_VERSION: data.md5 if versioned else data,
+        DVC_REMOTE: _portable_url(data.remote, project_dir) if versioned else "none",
+        DVC_DATA_FILES: str(data.files) if versioned else "0",
         VALIDATION_SUMMARY: _relative(summary, project_dir) if sha else NO_SUMMARY,
         VALIDATION_SUMMARY_SHA256: sha or NO_SUMMARY,
         VALIDATION_BATCH_DAYS: ",".join(days) if days else "none",
@@ -110,14 +122,23 @@ def data_lineage_tags(project_dir: Path, validated_dir: Path) -> dict[str, str]:
 
 
 def context_tags(project_dir: Path, profile: str) -> dict[str, str]:
-    """The cheap facts every MLflow run of the project gets (used by the run-context plugin)."""
+    """The cheap facts every MLflow run of the project gets (used by the run-context plugin).
+
+    The raw data's version here is dvc.lock's (DVC_LOCK_DATA_VERSION), under a key of its own: a
+    run that trains through glue gets DVC_DATA_VERSION, the version of what it read, on top.
+    """
     git = git_state(project_dir)
     return {
         PROFILE: profile,
         PROJECT_DIR: str(project_dir),
-        DVC_DATA_VERSION: dvc_data_version(project_dir) or NO_DVC,
+        DVC_LOCK_DATA_VERSION: dvc_data_version(project_dir) or NO_DVC,
         GIT_DIRTY: _flag(git.dirty),
     }
+
+
+def _portable_url(url: str, root: Path) -> str:
+    """A remote inside the project as a path relative to it (the same tag on every clone)."""
+    return url if "://" in url else _relative(Path(url), root)
 
 
 def _flag(value: bool | None) -> str:

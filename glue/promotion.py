@@ -101,14 +101,25 @@ class Comparison:
                 f"{'passes' if d.passed else 'fails'} the gate\n  {d.reason}")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record `glue promote` reads (metrics/<model>/evaluation.json, a DVC metrics file):
+        the versions by name and number only. Their run ids, model ids, sources and tags are the
+        registry's, and they differ run to run on the same data: kept out, so `dvc metrics diff`
+        shows changes of the models and the data, not of ids."""
+        data = asdict(self)
+        for side in ("challenger", "champion"):
+            if data[side] is not None:
+                data[side] = {"name": data[side]["name"], "version": data[side]["version"]}
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Comparison:
         from glue.adapters.mlflow import VersionRef
 
-        return cls(**{**data, "challenger": VersionRef(**data["challenger"]),
-                      "champion": VersionRef(**data["champion"]) if data["champion"] else None,
+        def ref(value: dict[str, Any] | None) -> VersionRef | None:
+            return VersionRef(name=value["name"], version=value["version"], run_id=value.get("run_id"),
+                              source=value.get("source", "")) if value else None
+
+        return cls(**{**data, "challenger": ref(data["challenger"]), "champion": ref(data["champion"]),
                       "decision": Decision(**data["decision"])})
 
 
@@ -549,7 +560,9 @@ def _weighted_metric(w: np.ndarray, y: np.ndarray, last: np.ndarray, metric: str
 
 
 def _write_gate_json(path: Path, result: GateResult) -> None:
+    # no decided_at: the time of the decision is on the model version (glue.gate.decided_at); this
+    # file, a DVC metrics file, holds what was decided, the same bytes for the same models and data
     payload = {"promoted": result.promoted, "challenger_version": result.challenger_version,
                "champion_before": result.champion_before, "champion_after": result.champion_after,
-               "decided_at": result.decided_at, "reason": result.reason, **result.metrics}
+               "reason": result.reason, **result.metrics}
     atomic.write_json(path, payload, indent=2, sort_keys=True)

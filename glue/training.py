@@ -24,6 +24,9 @@ from typing import TYPE_CHECKING, Any
 from glue import atomic, lineage
 from glue.contract import (
     CHALLENGER,
+    DVC_DATA_PATH,
+    DVC_DATA_VERSION,
+    DVC_REMOTE,
     FEAST_FEATURE_SERVICE,
     FEATURE_COLUMNS,
     FEATURE_IMPORTANCE_JSON,
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from glue.adapters import dvc
     from glue.features import TrainingFrame
     from glue.settings import EstimatorSpec, ModelSpec, Settings
 
@@ -144,11 +148,12 @@ def train(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = No
 
     start = time.perf_counter()
     store = None
+    data = read_data_version(settings) if frame is None else lineage.FRAME_GIVEN
     if frame is None:
         from glue.adapters import feast
 
         store = feast.open_store(settings)
-    data_tags = lineage.data_lineage_tags(settings.project_dir, settings.validated_dir)
+    data_tags = lineage.data_lineage_tags(settings.project_dir, settings.validated_dir, data)
 
     with mlflow.training_run(settings, model.experiment_name, tags=data_tags, store=store) as run_id:
         if frame is None:
@@ -199,14 +204,18 @@ def train(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = No
         mlflow.set_tags(run_tags)
         mlflow.log_params({**_flat_params(spec), "feature_service": frame.feature_service,
                              "n_features": len(columns)})
-        mlflow.log_datasets(
+        datasets = mlflow.log_datasets(
             {"training": train_df[[TIMESTAMP_COLUMN, *columns, label]],
              "validation": valid_df[[TIMESTAMP_COLUMN, *columns, label]]},
-            name=frame.feature_service, source=settings.feast_repo, target=label,
+            name=frame.feature_service, target=label, timestamp_column=TIMESTAMP_COLUMN,
+            source=dataset_source(frame.feature_service, store.project if store is not None else "",
+                                  data_tags),
         )
         model_uri, model_id = mlflow.log_sklearn_model(estimator, train_df[columns].head(5))
         mlflow.log_feature_refs(frame.feature_refs)
-        mlflow.log_metrics({**metrics, "fit_seconds": fit_seconds}, model_id=model_id)
+        # the metrics of the held-out rows, linked to the LoggedModel and to the validation set
+        mlflow.log_metrics(metrics, model_id=model_id, dataset=datasets["validation"])
+        mlflow.log_metrics({"fit_seconds": fit_seconds}, model_id=model_id)
         mlflow.evaluate_model(model_uri, valid_df[[*columns, label]], label,
                                 "classifier" if model.task == BINARY else "regressor", model_id=model_id)
 
@@ -239,6 +248,26 @@ def train(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = No
         windows=windows,
         seconds=time.perf_counter() - start,
     )
+
+
+def dataset_source(feature_service: str, feast_project: str, data_tags: dict[str, str]) -> dict[str, str]:
+    """The fields of the training and validation sets' MLflow source (FeastDvcDatasetSource): the
+    feature service over the DVC data version, as the data tags name it."""
+    return {"feature_service": feature_service, "feast_project": feast_project,
+            "dvc_data_path": data_tags[DVC_DATA_PATH], "dvc_data_version": data_tags[DVC_DATA_VERSION],
+            "dvc_remote": data_tags[DVC_REMOTE]}
+
+
+def read_data_version(settings: Settings) -> dvc.DataVersion | str:
+    """The DVC version of the data this training is about to read (the raw batches and labels,
+    settings.raw_dir), made one now and pushed to the profile's DVC remote, on every path that
+    trains: `dvc repro`, an Airflow task, `glue simulate`, a notebook. Before any MLflow run starts,
+    so a remote that cannot take it stops the training with nothing registered.
+    """
+    from glue.adapters import dvc
+
+    version = dvc.snapshot(settings.project_dir, settings.raw_dir, settings.profile, settings.dvc_remote)
+    return version if version is not None else lineage.NOT_A_DVC_REPO
 
 
 # The scikit-learn scorer of each gate metric (higher is better), for a search without `scoring`.

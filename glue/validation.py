@@ -114,8 +114,9 @@ def validate_batches(settings: Settings, now: datetime | None = None) -> GateRes
         if verdict.success:
             df = read_batch(path, rules)
             df.to_parquet(out_tx / f"{stem}.parquet", index=False)
-            _write_json(out_results / f"{stem}.json",
-                        {**verdict.result, GLUE_KEY: {**fingerprint, "rows": verdict.rows}})
+            _write_json(out_results / f"{stem}.json",  # same data, same rules: the same bytes
+                        {**great_expectations.stable_result(verdict.result, rules),
+                         GLUE_KEY: {**fingerprint, "rows": verdict.rows}})
             accepted.append(verdict)
         else:
             for stale in (out_tx / f"{stem}.parquet", out_results / f"{stem}.json"):

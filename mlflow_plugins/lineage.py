@@ -2,9 +2,9 @@
 
 MLflow asks each registered provider for tags whenever a run starts (``mlflow.start_run``), so a
 notebook experiment, a Feast-started run and ``glue train`` all get the same ``glue.*`` tags:
-the settings profile, the project directory, the DVC version of the raw data and whether the git
-tree was dirty (MLflow's own git provider already adds the commit). Registered by the entry point
-``[project.entry-points."mlflow.run_context_provider"] glue_lineage =
+the settings profile, the project directory, the DVC version of the raw data that dvc.lock records
+and whether the git tree was dirty (MLflow's own git provider already adds the commit). Registered
+by the entry point ``[project.entry-points."mlflow.run_context_provider"] glue_lineage =
 "mlflow_plugins.lineage:GlueLineageRunContext"``.
 
 Modelled on ``mlflow/tracking/context/git_context.py``: a tiny class, facts computed once and
@@ -42,7 +42,7 @@ def _resolve_lineage_tags() -> dict[str, str]:
 
 
 class GlueLineageRunContext:
-    """Adds ``glue.profile``, ``glue.project_dir``, ``glue.dvc_data_version``, ``glue.git_dirty``.
+    """Adds ``glue.profile``, ``glue.project_dir``, ``glue.dvc_lock_data_version``, ``glue.git_dirty``.
 
     An MLflow ``RunContextProvider`` by protocol, not by inheritance (see the module docstring).
     """

@@ -96,6 +96,39 @@ def run_suite(df: pd.DataFrame, rules: ValidationParams, day_start: datetime, no
     return result.to_json_dict()
 
 
+def stable_result(result: dict, rules: ValidationParams) -> dict:
+    """GE's result without what changes from run to run on the same data and rules, for the file
+    DVC hashes (data/validated/results): the same batch under the same rules gives the same bytes.
+
+    Dropped: the validation and load times, GE's generated ids (the validation definition's and
+    each expectation's, new in every process). The "not in the future" bound is computed from the
+    validation time; it is written as the rule ("validation time + N s") instead of its value.
+    GE's own fingerprint of the data (meta.batch_markers.pandas_data_fingerprint) stays.
+    """
+    latest = result.get("suite_parameters", {}).get("latest_allowed")
+    rule = f"validation time + {rules.max_future_seconds} s"
+
+    def rule_for(value: Any) -> Any:
+        return rule if latest is not None and value == latest else value
+
+    items = []
+    for item in result.get("results", []):
+        config = item.get("expectation_config", {})
+        kwargs = {k: rule_for(v) for k, v in config.get("kwargs", {}).items()}
+        items.append({**item, "expectation_config": {k: v for k, v in {**config, "kwargs": kwargs}.items()
+                                                     if k != "id"}})
+    meta = result.get("meta", {})
+    return {
+        "success": result.get("success"),
+        "suite_name": result.get("suite_name"),
+        "suite_parameters": {k: rule_for(v) for k, v in result.get("suite_parameters", {}).items()},
+        "statistics": result.get("statistics"),
+        "results": items,
+        "meta": {"great_expectations_version": meta.get("great_expectations_version"),
+                 "pandas_data_fingerprint": meta.get("batch_markers", {}).get("pandas_data_fingerprint")},
+    }
+
+
 def outcomes(result: dict) -> list[ExpectationOutcome]:
     """The failed expectations of a GE result, each with its column and a few unexpected values."""
     failed = []

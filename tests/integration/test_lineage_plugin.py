@@ -91,7 +91,7 @@ def test_plain_start_run_gets_glue_tags(order: str, git_project: Path, tmp_path:
     tags = out["tags"]
     assert tags[lineage.PROFILE] == "local"
     assert tags[lineage.PROJECT_DIR] == str(git_project.resolve())
-    assert tags[lineage.DVC_DATA_VERSION] == "feedbeef.dir"
+    assert tags[lineage.DVC_LOCK_DATA_VERSION] == "feedbeef.dir"
     assert tags[lineage.GIT_DIRTY] == "false"
 
 
@@ -102,3 +102,53 @@ def test_plugin_first_outside_a_project_never_raises(tmp_path: Path) -> None:
     assert _FAILURE not in stderr, stderr[-3000:]
     assert "GlueLineageRunContext" in out["providers"]
     assert not [k for k in out["tags"] if k.startswith(lineage.TAG_PREFIX)]
+
+
+# A run logging a training set with glue's dataset source, read back in another interpreter
+# through MLflow's registry of sources (which loads the entry point): argv[1] is the import order.
+_DATASET_SCRIPT = """
+import json, sys
+if sys.argv[1] == "plugin-first":
+    import mlflow_plugins.dataset_source as plugin
+    import mlflow
+else:
+    import mlflow
+    import mlflow_plugins.dataset_source as plugin
+import pandas as pd
+source = plugin.FeastDvcDatasetSource("fraud_model_v1", "fraud", "data/raw", "feedbeef.dir",
+                                      ".glue/dvc-remote", "2026-01-01T00:00:00", "2026-01-24T00:00:00")
+df = pd.DataFrame({"x": [1.0, 2.0], "y": [0, 1]})
+with mlflow.start_run() as run:
+    mlflow.log_input(mlflow.data.from_pandas(df, source=source, targets="y", name="fraud_model_v1:training"),
+                     context="training")
+print(run.info.run_id)
+"""
+
+_READ_SCRIPT = """
+import json, sys
+import mlflow
+(ds,) = mlflow.get_run(sys.argv[1]).inputs.dataset_inputs
+source = mlflow.data.get_source(ds)
+print(json.dumps({"type": ds.dataset.source_type, "class": type(source).__name__, "source": source.to_dict(),
+                  "context": {t.key: t.value for t in ds.tags}}))
+"""
+
+
+@pytest.mark.parametrize("order", ["plugin-first", "mlflow-first"])
+def test_the_dataset_source_names_the_feature_service_and_data_version(order: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GLUE_", "MLFLOW_"))}
+    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", PYTHONWARNINGS="default")
+
+    def run(script: str, *args: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    logged = run(_DATASET_SCRIPT, order)
+    assert "Failure attempting to register dataset" not in logged.stderr, logged.stderr[-3000:]
+    read = json.loads(run(_READ_SCRIPT, logged.stdout.split()[-1]).stdout.splitlines()[-1])
+    assert read["type"] == "glue_feast_dvc" and read["class"] == "FeastDvcDatasetSource"
+    assert read["source"]["feature_service"] == "fraud_model_v1"
+    assert read["source"]["dvc_data_version"] == "feedbeef.dir"
+    assert read["context"]["mlflow.data.context"] == "training"

@@ -154,7 +154,8 @@ def test_train_logs_registers_and_tags_lineage(tmp_project: Path) -> None:
     expected = {
         contract.GIT_COMMIT: head,
         contract.GIT_DIRTY: "false",
-        contract.DVC_DATA_VERSION: "feedbeef.dir",
+        # the caller gave the frame: no project data was read, and dvc.lock's hash is not claimed
+        contract.DVC_DATA_VERSION: lineage.FRAME_GIVEN,
         contract.VALIDATION_SUMMARY: "data/validated/summary.json",
         contract.FEATURE_SERVICE: "fraud_model_v1",
         contract.FEAST_FEATURE_SERVICE: "fraud_model_v1",
@@ -197,6 +198,22 @@ def test_train_logs_registers_and_tags_lineage(tmp_project: Path) -> None:
     assert "version " + result.version in result.summary() and "positive" in result.summary()
     # the other model has nothing yet
     assert not (tmp_project / training.metrics_file("customer-spend")).exists()
+
+    # MLflow datasets: training and validation sets with glue's source, the validation metrics
+    # linked to the LoggedModel and to the validation set
+    inputs = {i.tags[0].value: i.dataset for i in client.get_run(result.run_id).inputs.dataset_inputs}
+    assert {"training", "validation"} <= set(inputs)  # and mlflow.evaluate's own
+    for context in ("training", "validation"):
+        dataset = inputs[context]
+        assert dataset.source_type == contract.DATASET_SOURCE_TYPE
+        assert dataset.name == f"fraud_model_v1:{context}"
+        source = json.loads(dataset.source)
+        assert source["feature_service"] == "fraud_model_v1"
+        assert source["dvc_data_version"] == lineage.FRAME_GIVEN
+    assert json.loads(inputs["validation"].source)["window_start"].startswith("2026-01-24")
+    logged = client.get_logged_model(result.model_uri.removeprefix("models:/"))
+    linked = {m.key for m in logged.metrics if m.dataset_name == "fraud_model_v1:validation"}
+    assert {"average_precision", "roc_auc", "train_rows"} <= linked
 
 
 @pytest.mark.slow
@@ -250,7 +267,7 @@ def test_train_a_regression_logs_its_metrics_residuals_and_task(tmp_project: Pat
     assert str(version.version) == result.version == "1"
     for key, value in {contract.TASK: "regression", contract.LABEL: "spend_next_7d",
                        contract.FEATURE_SERVICE: "spend_model_v1", contract.GIT_COMMIT: head,
-                       contract.DVC_DATA_VERSION: "feedbeef.dir",
+                       contract.DVC_DATA_VERSION: lineage.FRAME_GIVEN,
                        contract.VALIDATION_START: "2026-01-24T00:00:00+00:00",
                        contract.VALIDATION_END: "2026-01-31T00:00:00+00:00",
                        contract.TRAIN_RUN_ID: result.run_id}.items():

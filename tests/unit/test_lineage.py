@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from glue import contract, lineage
+from glue.adapters import dvc
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -48,30 +49,36 @@ def test_pipeline_records_staged_by_dvc_do_not_make_the_code_dirty(repo: Path) -
 
 def test_git_state_outside_git(tmp_path: Path) -> None:
     assert lineage.git_state(tmp_path) == lineage.GitState(None, None)
-    tags = lineage.data_lineage_tags(tmp_path, tmp_path / "data" / "validated")
+    tags = lineage.data_lineage_tags(tmp_path, tmp_path / "data" / "validated", lineage.NOT_A_DVC_REPO)
     assert tags[contract.GIT_COMMIT] == lineage.NO_GIT
     assert tags[contract.GIT_DIRTY] == "unknown"
-    assert tags[contract.DVC_DATA_VERSION] == lineage.NO_DVC
+    assert tags[contract.DVC_DATA_VERSION] == lineage.NOT_A_DVC_REPO
+    assert tags[contract.DVC_REMOTE] == "none"
     assert tags[contract.VALIDATION_SUMMARY] == lineage.NO_SUMMARY
     assert tags[contract.VALIDATION_BATCH_DAYS] == "none"
     assert all(isinstance(v, str) and v for v in tags.values())
 
 
 def test_data_lineage_tags_name_the_exact_data(repo: Path) -> None:
+    # dvc.lock names what `dvc repro` last saw; the tags name the version the training read
     (repo / "dvc.lock").write_text(
         "schema: '2.0'\nstages:\n  demo_data:\n    cmd: glue demo-data\n    outs:\n"
-        "    - path: data/raw\n      md5: 0123abcd.dir\n      size: 10\n      nfiles: 2\n"
+        "    - path: data/raw\n      md5: ffff0000.dir\n      size: 10\n      nfiles: 2\n"
     )
+    read = dvc.DataVersion(path="data/raw", md5="0123abcd.dir", files=3, size=12,
+                           remote=str(repo / ".glue" / "dvc-remote"))
     validated = repo / "data" / "validated"
     (validated / "results").mkdir(parents=True)  # one validation result per accepted batch
     for day in ("2026-01-02", "2026-01-01"):
         (validated / "results" / f"{day}.json").write_text("{}")
     summary = validated / "summary.json"
     summary.write_text('{"accepted": 2}')
-    tags = lineage.data_lineage_tags(repo, validated)
+    tags = lineage.data_lineage_tags(repo, validated, read)
     assert tags[contract.GIT_COMMIT] == _git(repo, "rev-parse", "HEAD")
     assert tags[contract.GIT_DIRTY] == "false"
     assert tags[contract.DVC_DATA_VERSION] == "0123abcd.dir"
+    assert tags[contract.DVC_DATA_FILES] == "3" and tags[contract.DVC_DATA_PATH] == "data/raw"
+    assert tags[contract.DVC_REMOTE] == ".glue/dvc-remote"  # inside the project: relative, as on every clone
     assert tags[contract.VALIDATION_SUMMARY] == "data/validated/summary.json"
     assert tags[lineage.VALIDATION_SUMMARY_SHA256] == hashlib.sha256(b'{"accepted": 2}').hexdigest()
     assert tags[contract.VALIDATION_BATCH_DAYS] == "2026-01-01,2026-01-02"
@@ -85,7 +92,8 @@ def test_run_context_plugin_tags_a_glue_project(tmp_project: Path) -> None:
     tags = provider.tags()
     assert tags[contract.PROFILE] == "local"
     assert tags[contract.PROJECT_DIR] == str(tmp_project)
-    assert tags[contract.DVC_DATA_VERSION] == lineage.NO_DVC
+    assert tags[contract.DVC_LOCK_DATA_VERSION] == lineage.NO_DVC
+    assert contract.DVC_DATA_VERSION not in tags  # only a training knows what it read
     assert tags[contract.GIT_DIRTY] in ("true", "false", "unknown")
 
 
