@@ -91,6 +91,7 @@ def validate_batches(settings: Settings, now: datetime | None = None) -> GateRes
     again (its result JSON records both digests), so the daily DAG validates only the new day.
     Under `dvc repro` the outputs start empty and every batch is checked.
     """
+    now = now or datetime.now(UTC)  # one validation time for every batch of the run
     rules = settings.params.validation
     source = settings.raw_events_dir
     if not source.is_dir():
@@ -115,7 +116,7 @@ def validate_batches(settings: Settings, now: datetime | None = None) -> GateRes
             df = read_batch(path, rules)
             df.to_parquet(out_tx / f"{stem}.parquet", index=False)
             _write_json(out_results / f"{stem}.json",  # same data, same rules: the same bytes
-                        {**great_expectations.stable_result(verdict.result, rules),
+                        {**great_expectations.stable_result(verdict.result, rules, now),
                          GLUE_KEY: {**fingerprint, "rows": verdict.rows}})
             accepted.append(verdict)
         else:

@@ -96,7 +96,7 @@ def run_suite(df: pd.DataFrame, rules: ValidationParams, day_start: datetime, no
     return result.to_json_dict()
 
 
-def stable_result(result: dict, rules: ValidationParams) -> dict:
+def stable_result(result: dict, rules: ValidationParams, now: datetime) -> dict:
     """GE's result without what changes from run to run on the same data and rules, for the file
     DVC hashes (data/validated/results): the same batch under the same rules gives the same bytes.
 
@@ -105,11 +105,11 @@ def stable_result(result: dict, rules: ValidationParams) -> dict:
     validation time; it is written as the rule ("validation time + N s") instead of its value.
     GE's own fingerprint of the data (meta.batch_markers.pandas_data_fingerprint) stays.
     """
-    latest = result.get("suite_parameters", {}).get("latest_allowed")
+    latest = _naive_utc(now) + timedelta(seconds=rules.max_future_seconds)  # as suite_parameters has it
     rule = f"validation time + {rules.max_future_seconds} s"
 
     def rule_for(value: Any) -> Any:
-        return rule if latest is not None and value == latest else value
+        return rule if value in (latest, latest.isoformat()) else value
 
     items = []
     for item in result.get("results", []):
@@ -122,6 +122,7 @@ def stable_result(result: dict, rules: ValidationParams) -> dict:
         "success": result.get("success"),
         "suite_name": result.get("suite_name"),
         "suite_parameters": {k: rule_for(v) for k, v in result.get("suite_parameters", {}).items()},
+        "latest_allowed": rule,
         "statistics": result.get("statistics"),
         "results": items,
         "meta": {"great_expectations_version": meta.get("great_expectations_version"),

@@ -144,3 +144,29 @@ def test_cli_validate_exit_codes(raw_dir: Path, corpus: list, tmp_project: Path)
     )
     assert bad.returncode == 3
     assert "column 'amount'" in bad.stdout and "Traceback" not in bad.stderr
+
+
+def test_the_same_data_and_rules_give_the_same_bytes(raw_dir: Path, tmp_project: Path, tmp_path: Path
+                                                     ) -> None:
+    """data/validated is a DVC output: validating the same batches under the same rules again, in
+    another process at another time, writes identical files (no validation time, run id or GE id)."""
+    import datetime as dt
+
+    settings = load_settings()
+    shutil.copytree(raw_dir, settings.raw_dir)
+    first = validate_batches(settings, now=dt.datetime(2026, 12, 1, 9, tzinfo=dt.UTC))
+    kept = tmp_path / "first"
+    shutil.copytree(settings.validated_dir, kept)
+    shutil.rmtree(settings.validated_dir)  # no incremental reuse: every batch checked again
+    code = ("from glue.settings import load_settings; from glue.validation import validate_batches; "
+            "validate_batches(load_settings())")  # a new process, at the real clock
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ}, timeout=300)
+    files = sorted(p.relative_to(kept) for p in kept.rglob("*") if p.is_file())
+    assert len(files) >= 2 * len(first.accepted)  # a parquet and a result per batch, and the summary
+    for name in files:
+        assert (settings.validated_dir / name).read_bytes() == (kept / name).read_bytes(), name
+    result = json.loads((kept / "results" / f"{DAY}.json").read_text())
+    assert "validation_time" not in json.dumps(result) and "run_id" not in json.dumps(result)
+    assert result["latest_allowed"] == "validation time + 300 s"
+    bounds = [r["expectation_config"]["kwargs"].get("max_value") for r in result["results"]]
+    assert "validation time + 300 s" in bounds
