@@ -193,6 +193,60 @@ def run_cmd(force: bool, no_push: bool) -> None:
     click.echo(result.summary())
 
 
+@cli.command("lineage")
+@click.argument("model_uri", required=False, metavar="MODEL_URI")
+@click.option("--feature-view", "feature_view", default=None, metavar="NAME",
+              help="Instead: which models and versions use this Feast feature view.")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+def lineage_cmd(model_uri: str | None, feature_view: str | None, as_json: bool) -> None:
+    """The lineage record of a model version, e.g. `glue lineage models:/fraud-detector@champion`.
+
+    Data version and batches, validation result, feature service, views and refs, commit and
+    dirty flag, training window, params, metrics, the gate's decision and approver, the drift
+    reference and how much the version served (prediction-log lines per arm).
+    """
+    import json
+
+    from glue import lineage_report
+    from glue.settings import get_settings
+
+    if (model_uri is None) == (feature_view is None):
+        raise click.UsageError("give a MODEL_URI or --feature-view NAME (one of the two)")
+    settings = get_settings()
+    if feature_view:
+        report = lineage_report.feature_view_usage(settings, feature_view)
+        text = lineage_report.render_usage(report)
+    else:
+        report = lineage_report.model_lineage(settings, model_uri)
+        text = lineage_report.render(report)
+    click.echo(json.dumps(report, indent=2, sort_keys=False, default=str) if as_json else text)
+
+
+@cli.command("reproduce")
+@click.argument("model_uri", metavar="MODEL_URI")
+@click.option("--workdir", type=click.Path(path_type=Path), default=None,
+              help="Scratch folder for the worktree and its stores (default: a new temporary one).")
+@click.option("--keep", is_flag=True, help="Keep the scratch workspace (the rebuilt stores) afterwards.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def reproduce_cmd(model_uri: str, workdir: Path | None, keep: bool, as_json: bool) -> None:
+    """Rebuild a registered version from its record and compare: `glue reproduce models:/<name>/<version>`.
+
+    Checks out the recorded commit (a git worktree), fetches the recorded DVC data version from its
+    remote, runs that commit's validate, features and train on the local profile in a scratch
+    folder, then compares predictions on the registered run's held-out rows and the metrics.
+    Exit 0 when identical or within tolerance, 1 when different or not reproducible.
+    """
+    import json
+
+    from glue.reproduce import reproduce
+    from glue.settings import get_settings
+
+    result = reproduce(get_settings(), model_uri, workdir=workdir, keep=keep)
+    click.echo(json.dumps(result.to_json(), indent=2) if as_json else result.summary())
+    if not result.ok:
+        sys.exit(1)
+
+
 @cli.command("profile")
 @click.option("--write", "path", type=click.Path(path_type=Path), default=None,
               help="Also write the record to this file (the `profile` stage of dvc.yaml).")

@@ -377,6 +377,45 @@ def find_version(name: str, version: str) -> VersionRef | None:
         raise
 
 
+def resolve_model_uri(uri: str) -> VersionRef:
+    """The registered version a ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` URI names;
+    a clear error for anything else or for a version the registry does not hold."""
+    from glue.errors import GlueError
+
+    rest = uri.removeprefix("models:/")
+    name, alias, version = "", "", ""
+    if rest != uri and "@" in rest:
+        name, alias = rest.split("@", 1)
+    elif rest != uri:
+        name, _, version = rest.rpartition("/")
+    if not name or not (alias or version.isdigit()):
+        raise GlueError(f"{uri}: not a registered model URI (models:/<name>@<alias> or "
+                        "models:/<name>/<version>)")
+    ref = get_alias(name, alias) if alias else find_version(name, version)
+    if ref is None:
+        raise GlueError(f"{uri}: the registry holds no such model version")
+    return ref
+
+
+def version_aliases(name: str, version: str) -> list[str]:
+    """The aliases pointing at one version (champion, challenger, ...)."""
+    from mlflow import MlflowClient
+
+    return sorted(MlflowClient().get_model_version(name, version).aliases or [])
+
+
+def all_versions() -> list[VersionRef]:
+    """Every version of every registered model of the registry, newest first per model."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    refs = []
+    for model in client.search_registered_models():
+        versions = client.search_model_versions(f"name = '{model.name}'")
+        refs += [_ref(v) for v in sorted(versions, key=lambda v: -int(v.version))]
+    return refs
+
+
 def set_alias(name: str, alias: str, version: str) -> None:
     """Point an alias at a version: one registry call, the commit point of a promotion."""
     from mlflow import MlflowClient

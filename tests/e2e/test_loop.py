@@ -94,23 +94,35 @@ def test_glue_run_builds_the_whole_loop_and_dvc_reruns_only_what_changed(tmp_pat
         assert {"feature_importance.png", "monitoring"} <= artifacts
         assert plot is None or plot in artifacts
         assert json.loads((root / "metrics" / name / "gate.json").read_text())["promoted"] is True
+    # DVC: the data version on the champions is the one `dvc repro` recorded for data/raw, and the
+    # profile's remote holds it: DVC's CLI gets back exactly the raw batches and labels
+    from glue.adapters import dvc as dvc_adapter
+
+    recorded = dvc_adapter.data_version(root)
+    assert recorded and recorded.endswith(".dir")
+    champion = client.get_model_version_by_alias("fraud-detector", "champion")
+    assert champion.tags["glue.dvc_data_version"] == recorded
+    assert champion.tags["glue.dvc_remote"] == ".glue/dvc-remote"
+    fetched = dvc_adapter.fetch(recorded, str(root / ".glue" / "dvc-remote"), tmp_path / "fetched")
+    assert _files(fetched) == _files(root / "data" / "raw")
+
     # the spend model reuses the fraud model's customer view: the feature discovery a store promises
     spend = client.get_model_version_by_alias("customer-spend", "champion").tags["glue.feast_feature_refs"]
     fraud = client.get_model_version_by_alias("fraud-detector", "champion").tags["glue.feast_feature_refs"]
     assert {r for r in spend.split(",") if r.startswith("customer_transactions:")} <= set(fraud.split(","))
 
     # DVC: nothing changed, nothing runs (but the always-run `profile` stage, which rewrites the same
-    # bytes); a model parameter re-runs train, evaluate and promote only.
+    # bytes).
     assert _ran(_run([DVC, "repro"], root)) == []
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["models"]["fraud-detector"]["estimator"]["params"]["learning_rate"] = 0.05
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    rerun = _run([DVC, "repro"], root)
-    assert _ran(rerun) == ["train@fraud-detector", "evaluate@fraud-detector", "promote@fraud-detector"], rerun
 
     # The stores wiped behind DVC's back (dvc.lock says all is done): `glue run` finds the Feast
     # registry and the MLflow registry empty, re-runs from `features`, and reports the champion
-    # the new registry holds, never the one that was lost.
+    # the new registry holds, never the one that was lost. That second run on the same data and
+    # params records the same DVC metrics: `dvc metrics diff` against the first is empty.
+    subprocess.run(["git", "add", "-f", "metrics", "dvc.lock"], cwd=root, check=True)
+    subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "run 1"],
+                   cwd=root, check=True)
+    first_metrics = _files(root / "metrics")
     shutil.rmtree(root / ".glue" / "feast")
     (root / ".glue" / "mlflow.db").unlink()
     again = _run([GLUE, "run"], root)
@@ -119,6 +131,21 @@ def test_glue_run_builds_the_whole_loop_and_dvc_reruns_only_what_changed(tmp_pat
     for name in ("fraud-detector", "customer-spend"):
         champion = _client(root, root / ".glue" / "mlflow.db").get_model_version_by_alias(name, "champion")
         assert str(champion.version) == "1"  # MLflow 3 answers an int
+    diff = _run([DVC, "metrics", "diff"], root)
+    assert "metrics/" not in diff, diff
+    assert _files(root / "metrics") == first_metrics
+
+    # a model parameter re-runs train, evaluate and promote only.
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["models"]["fraud-detector"]["estimator"]["params"]["learning_rate"] = 0.05
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    rerun = _run([DVC, "repro"], root)
+    assert _ran(rerun) == ["train@fraud-detector", "evaluate@fraud-detector", "promote@fraud-detector"], rerun
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (relative path -> bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _ran(dvc_output: str) -> list[str]:
@@ -136,7 +163,8 @@ def test_simulation_detects_the_shift_retrains_and_gates(tmp_path: Path) -> None
                 "--set", f"days={start + n}", "--set", f"shift_day={shift}",
                 "--set", "shift_kind=spending_change"], root, timeout=1800)
     table = [line.split() for line in out.splitlines() if line.strip()[:2].isdigit()]
-    days = {int(cols[0]): {"drift": cols[3], "retrain": cols[5], "promoted": cols[6]} for cols in table}
+    days = {int(cols[0]): {"date": cols[1], "drift": cols[3], "retrain": cols[5], "promoted": cols[6]}
+            for cols in table}
     assert sorted(days) == list(range(start, start + n)), out
 
     assert all(days[d]["retrain"] == "no" for d in range(start, shift)), out  # quiet before the shift
@@ -154,6 +182,31 @@ def test_simulation_detects_the_shift_retrains_and_gates(tmp_path: Path) -> None
         promoted = v.tags["glue.gate.decision"] == "passed"
         champion_now = client.get_model_version_by_alias("fraud-detector", "champion").version
         assert (not promoted) or int(champion_now) >= int(v.version)
+    # Lineage on the Airflow path (no `dvc repro` ever ran in this clone): every version trained by
+    # a training DAG run carries the DVC version of exactly the data of its day, which DVC's CLI
+    # gets back from the remote: the batches delivered until that day, and not one later.
+    from glue.adapters import dvc as dvc_adapter
+
+    assert not (root / "dvc.lock").exists()
+    trained_on = {"1": (dt.date.fromisoformat(days[start]["date"]) - dt.timedelta(days=1)).isoformat()}
+    trained_on |= {str(i + 2): days[d]["date"] for i, d in enumerate(sorted(retrained))}
+    raw = staging / "raw"
+    hashes = set()
+    for v in [client.get_model_version("fraud-detector", "1"), *gated]:
+        assert v.tags["glue.dvc_remote"] == ".glue/dvc-remote"
+        data = v.tags["glue.dvc_data_version"]
+        fetched = dvc_adapter.fetch(data, str(root / ".glue" / "dvc-remote"), tmp_path / f"v{v.version}")
+        files = _files(fetched)
+        assert files and all((raw / name).read_bytes() == content for name, content in files.items()
+                             if name.startswith("transactions/")), f"v{v.version}: batches differ"
+        batch_days = sorted(name.split("/")[1][:10] for name in files if name.startswith("transactions/"))
+        assert batch_days[-1] == trained_on[v.version], (v.version, batch_days[-3:])
+        hashes.add(data)
+    assert len(hashes) == 1 + len(gated)  # a version of its own for each day's data
+    inputs = client.get_run(gated[0].run_id).inputs.dataset_inputs
+    sources = [json.loads(i.dataset.source) for i in inputs if i.dataset.source_type == "glue_feast_dvc"]
+    assert {s["dvc_data_version"] for s in sources} == {gated[0].tags["glue.dvc_data_version"]}
+
     # Reports: Evidently HTML on disk for every day, and logged to the monitoring experiment.
     for d in range(start, start + n):
         day_dir = sorted((staging / "monitoring" / "fraud-detector").iterdir())[d - start]
