@@ -50,6 +50,7 @@ FEATURE_SERVICE = "glue.feast_feature_service"
 FEATURE_REFS = "glue.feast_feature_refs"  # comma-separated view:feature refs (see feature_refs())
 FEATURE_COLUMNS = "glue.feature_columns"  # the model's inputs in training order (see feature_columns())
 TRAIN_PARAMS = "glue.train_params"
+TRAIN_THREADS = "glue.train_openmp_threads"  # OpenMP threads of the fit: sums run in their order
 TRAIN_SAMPLE = "glue.train_sample"  # the rows the fit saw: all, or a uniform sample (max_train_rows)
 TASK = "glue.task"  # binary_classification | regression: how to call the model and judge it
 LABEL = "glue.label"  # the label column the model was trained on

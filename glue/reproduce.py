@@ -116,7 +116,7 @@ def reproduce(settings: Settings, model_uri: str, *, workdir: Path | None = None
             result.verdict = NOT_REPRODUCIBLE
             result.reasons.append(f"data version {data} is not retrievable from {remote}: {exc}")
             return result
-        _rebuild(tree, ref.name)
+        _rebuild(tree, ref.name, tags.get(contract.TRAIN_THREADS, "unknown"))
         _compare(settings, ref, tree, result)
     finally:
         if keep:
@@ -127,11 +127,14 @@ def reproduce(settings: Settings, model_uri: str, *, workdir: Path | None = None
     return result
 
 
-def _rebuild(tree: Path, model: str) -> None:
-    """The commit's own stages, run by the commit's own code, on the local profile in `tree`."""
+def _rebuild(tree: Path, model: str, threads: str) -> None:
+    """The commit's own stages, run by the commit's own code, on the local profile in `tree`, with
+    the recorded number of OpenMP threads (a fit's floating-point sums follow the thread split)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GLUE_", "MLFLOW_", "FEAST_"))}
     env |= {"GLUE_PROJECT_DIR": str(tree), "GLUE_PROFILE": "local", "PYTHONPATH": str(tree),
             "TQDM_DISABLE": "1"}
+    if threads.isdigit():
+        env["OMP_NUM_THREADS"] = threads
     for args in (*_STAGES, ("train", "--model", model)):
         proc = subprocess.run([sys.executable, "-m", "glue.cli", *args], cwd=tree, env=env,
                               capture_output=True, text=True)
@@ -180,14 +183,17 @@ def _compare(settings: Settings, ref: Any, tree: Path, result: Reproduction) -> 
 
     diff = float(np.max(np.abs(again - registered))) if len(X) else 0.0
     result.sample_rows, result.max_abs_difference = len(X), diff
-    keys = sorted(k for k in recorded if k in reproduced and k != "fit_seconds"
-                  and not k.startswith(mlflow.EVALUATE_PREFIX))
+    keys = sorted(k for k in recorded if k in reproduced and not _is_timing(k)
+                  and not k.startswith(mlflow.EVALUATE_PREFIX))  # evaluate_*: the same numbers again
     result.metrics = {k: {"recorded": recorded[k], "reproduced": reproduced[k]} for k in keys}
     recorded_params = json.loads(tags.get(contract.TRAIN_PARAMS, "{}"))
     rebuilt_params = json.loads(rebuilt.tags.get(contract.TRAIN_PARAMS, "{}"))
     if recorded_params != rebuilt_params:
         result.reasons.append("the commit's params.yaml gives other training params than the recorded ones: "
                               f"{recorded_params} vs {rebuilt_params}")
+    if tags.get(contract.TRAIN_THREADS, "unknown") == "unknown":
+        result.reasons.append("the record does not say how many OpenMP threads the fit used; a different "
+                              "count changes the floating-point sums")
     if rebuilt.tags.get(contract.DVC_DATA_VERSION) != tags.get(contract.DVC_DATA_VERSION):
         result.reasons.append("the rebuilt model read another data version "
                               f"({rebuilt.tags.get(contract.DVC_DATA_VERSION)})")
@@ -201,6 +207,11 @@ def _compare(settings: Settings, ref: Any, tree: Path, result: Reproduction) -> 
         if not result.reasons:
             result.reasons.append("same commit, params and data, yet other predictions: the estimator or "
                                   "the environment is not deterministic (threads, library versions)")
+
+
+def _is_timing(metric: str) -> bool:
+    """Durations on the run (glue's fit_seconds, Feast's job timings): not the model's."""
+    return metric == "fit_seconds" or metric.startswith("feast.") or metric.endswith(("_sec", "_seconds"))
 
 
 def _is_hash(value: str) -> bool:

@@ -43,6 +43,7 @@ from glue.contract import (
     TRAIN_RUN_ID,
     TRAIN_SAMPLE,
     TRAIN_START,
+    TRAIN_THREADS,
     VALIDATION_ARTIFACT,
     VALIDATION_DAYS,
     VALIDATION_END,
@@ -169,6 +170,7 @@ def train(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = No
             _check_labels(train_df[label], "training", windows)
             _check_labels(valid_df[label], "validation", windows)
 
+        threads = openmp_threads()  # histogram sums follow the thread split: part of the record
         fit_start = time.perf_counter()
         estimator = build_pipeline(model.task, model.estimator, train_df[columns], model.random_state)
         estimator, searched = fit_estimator(settings, model, estimator, train_df[columns],
@@ -198,6 +200,7 @@ def train(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = No
             FEATURE_COLUMNS: join_tag(columns),
             LABEL: label,
             TRAIN_PARAMS: json.dumps(spec, sort_keys=True),
+            TRAIN_THREADS: threads,
             TRAIN_SAMPLE: (f"uniform {len(train_df)} of {available} rows (max_train_rows)"
                            if len(train_df) < available else "all rows"),
         }
@@ -248,6 +251,16 @@ def train(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = No
         windows=windows,
         seconds=time.perf_counter() - start,
     )
+
+
+def openmp_threads() -> str:
+    """How many OpenMP threads a fit uses now (scikit-learn's gradient boosting sums its histograms
+    over them, so the same data and seed give bit-identical models only with the same count)."""
+    import sklearn.ensemble  # noqa: F401 - loads the OpenMP runtime threadpoolctl reports
+    from threadpoolctl import threadpool_info
+
+    counts = [pool["num_threads"] for pool in threadpool_info() if pool.get("user_api") == "openmp"]
+    return str(max(counts)) if counts else "unknown"
 
 
 def dataset_source(feature_service: str, feast_project: str, data_tags: dict[str, str]) -> dict[str, str]:

@@ -144,7 +144,7 @@ def test_reproduce_rebuilds_the_champion_from_its_record_alone(project: tuple[Pa
     the same predictions on the held-out rows and the same metrics."""
     root, _ = project
     result = json.loads(_glue(root, "reproduce", "models:/fraud-detector@champion", "--json").stdout)
-    assert result["verdict"] == "identical", result
+    assert result["verdict"] == "identical", json.dumps(result, indent=1)
     assert result["ok"] and result["max_abs_difference"] == 0.0 and result["sample_rows"] > 100
     ap = result["metrics"]["average_precision"]
     assert ap["recorded"] == ap["reproduced"]
