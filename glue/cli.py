@@ -199,7 +199,7 @@ def run_cmd(force: bool, no_push: bool) -> None:
               help="Instead: which models and versions use this Feast feature view.")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 def lineage_cmd(model_uri: str | None, feature_view: str | None, as_json: bool) -> None:
-    """The lineage record of a model version, e.g. `glue lineage models:/fraud-detector@champion`.
+    """The lineage record of a model version, e.g. `glue lineage models:/<name>@champion`.
 
     Data version and batches, validation result, feature service, views and refs, commit and
     dirty flag, training window, params, metrics, the gate's decision and approver, the drift

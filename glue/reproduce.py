@@ -164,22 +164,9 @@ def _compare(settings: Settings, ref: Any, tree: Path, result: Reproduction) -> 
     _, _, recorded = mlflow.run_data(run_id)
 
     rebuilt_db = f"sqlite:///{tree / '.glue' / 'mlflow.db'}"
-    from mlflow import MlflowClient
-
-    client = MlflowClient(rebuilt_db, rebuilt_db)
-    rebuilt = client.get_model_version_by_alias(ref.name, contract.CHALLENGER)
-    reproduced = client.get_run(rebuilt.run_id).data.metrics
-    import mlflow as mlflow_lib
-
-    saved = mlflow_lib.get_tracking_uri(), mlflow_lib.get_registry_uri()
-    try:
-        mlflow_lib.set_tracking_uri(rebuilt_db)
-        mlflow_lib.set_registry_uri(rebuilt_db)
-        model = mlflow_lib.sklearn.load_model(f"models:/{ref.name}/{rebuilt.version}")
-        again = training.predict(model, task, X)
-    finally:
-        mlflow_lib.set_tracking_uri(saved[0])
-        mlflow_lib.set_registry_uri(saved[1])
+    rebuilt = mlflow.alias_in(rebuilt_db, ref.name, contract.CHALLENGER)
+    reproduced = mlflow.run_metrics_in(rebuilt_db, rebuilt.run_id)
+    again = training.predict(mlflow.load_sklearn_model_from(rebuilt_db, rebuilt.uri), task, X)
 
     diff = float(np.max(np.abs(again - registered))) if len(X) else 0.0
     result.sample_rows, result.max_abs_difference = len(X), diff

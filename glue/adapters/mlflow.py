@@ -416,6 +416,34 @@ def all_versions() -> list[VersionRef]:
     return refs
 
 
+def alias_in(store_uri: str, name: str, alias: str) -> VersionRef:
+    """The version an alias points at in another store (a scratch registry, not the profile's)."""
+    from mlflow import MlflowClient
+
+    return _ref(MlflowClient(store_uri, store_uri).get_model_version_by_alias(name, alias))
+
+
+def run_metrics_in(store_uri: str, run_id: str) -> dict[str, float]:
+    """The metrics of a run of another store."""
+    from mlflow import MlflowClient
+
+    return dict(MlflowClient(store_uri, store_uri).get_run(run_id).data.metrics)
+
+
+def load_sklearn_model_from(store_uri: str, uri: str) -> Any:
+    """Load a model from another store, leaving this process's tracking and registry URIs as they were."""
+    import mlflow
+
+    saved = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    try:
+        mlflow.set_tracking_uri(store_uri)
+        mlflow.set_registry_uri(store_uri)
+        return mlflow.sklearn.load_model(uri)
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_registry_uri(saved[1])
+
+
 def set_alias(name: str, alias: str, version: str) -> None:
     """Point an alias at a version: one registry call, the commit point of a promotion."""
     from mlflow import MlflowClient
