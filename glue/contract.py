@@ -78,7 +78,9 @@ DATASET_SOURCE_TYPE = "glue_feast_dvc"
 FEAST_FEATURES_FILE = "feast_features.json"  # what Feast's model resolver looks for on a run
 FEATURE_IMPORTANCE_JSON = "feature_importance.json"
 FEATURE_IMPORTANCE_PNG = "feature_importance.png"
-RESIDUALS_PNG = "residuals.png"  # a regression's predicted-vs-actual and residual plots
+RESIDUALS_PNG = "residuals.png"
+MODEL_CARD_JSON = "model_card.json"  # glue/model_card.py: written by training, completed by the gate
+MODEL_CARD_MARKDOWN = "model_card.md"  # a regression's predicted-vs-actual and residual plots
 # A sample of the training set with the model's scores: monitoring finds it from the champion's
 # lineage (alias -> TRAIN_RUN_ID -> this artifact) and uses it as the reference window for drift.
 REFERENCE_ARTIFACT = "monitoring/reference.parquet"

@@ -299,6 +299,8 @@ def promote(settings: Settings, model: ModelSpec, comparison: Comparison) -> Gat
                                                        gate_tag("replaced_at"): decided_at})
 
     result = GateResult(promoted, reason, name, version, seen, after, gate_metrics(c), decided_at)
+    if c.decision.passed or seen != version:  # the champion re-judged keeps the card that made it one
+        _record_on_card(name, version, result)
     _write_gate_json(settings.outputs_dir / gate_file(model.name), result)
     return result
 
@@ -557,6 +559,24 @@ def _weighted_metric(w: np.ndarray, y: np.ndarray, last: np.ndarray, metric: str
             value = np.trapezoid(tpr, fpr, axis=1)
     bad = (pos[:, 0] == 0) | ((neg[:, 0] == 0) if metric == "roc_auc" else False)
     return np.where(bad, math.nan, value)
+
+
+def _record_on_card(name: str, version: str, result: GateResult) -> None:
+    """The gate's verdict and its approver (this automatic gate) on the challenger's model card."""
+    from glue import model_card
+    from glue.adapters import mlflow
+
+    ref = mlflow.get_version(name, version)
+    run_id = ref.tags.get(contract.TRAIN_RUN_ID) or ref.run_id
+    if not run_id:
+        return
+    decision = ref.tags.get(gate_tag("decision"), "rejected" if not result.promoted else "passed")
+    model_card.record_gate(run_id, {"decision": decision, "reason": result.reason,
+                                    "champion_before": result.champion_before or "none",
+                                    "champion_after": result.champion_after or "none",
+                                    "decided_at": result.decided_at,
+                                    "approver": "automatic gate (params.yaml gate)",
+                                    **{k: str(v) for k, v in result.metrics.items()}})
 
 
 def _write_gate_json(path: Path, result: GateResult) -> None:

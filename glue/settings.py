@@ -173,6 +173,17 @@ class GateParams(BaseModel):
     floors: dict[str, float] = {}
 
 
+class ModelCardSpec(BaseModel):
+    """What the model card (glue/model_card.py) says that only the project knows. Unset fields are
+    written as "unknown" on the card, never guessed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    intended_use: str | None = None  # who uses the model for what decision
+    limitations: str | None = None  # where it must not be used, known weaknesses
+    segment_column: str | None = None  # metrics by each value of this column of the training frame
+
+
 class ModelSpec(BaseModel):
     """One model of the project (an entry of ``models:``): what it is trained and served on, how it
     is judged, and its serving and monitoring policies (merged over ``defaults:``)."""
@@ -195,6 +206,7 @@ class ModelSpec(BaseModel):
     gate: GateParams = GateParams()
     serving: dict[str, Any] = {}  # validated by glue/serving (ServingParams)
     monitoring: MonitoringParams = MonitoringParams()
+    card: ModelCardSpec = ModelCardSpec()
 
     @model_validator(mode="after")
     def _fits_the_task(self) -> ModelSpec:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from glue import atomic, lineage
+from glue import atomic, lineage, model_card
 from glue.contract import (
     CHALLENGER,
     DVC_DATA_PATH,
@@ -236,8 +236,12 @@ def train(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = No
             mlflow.log_figure(_residuals_figure(y_valid, predictions), RESIDUALS_PNG)
 
         _write_dvc_outputs(settings.outputs_dir, model, metrics, y_valid, predictions)
+        segments = segment_metrics(model, valid_df, y_valid, predictions)
         version = mlflow.register_model(model_uri, model.name,
                                           tags={**data_tags, **run_tags, TRAIN_RUN_ID: run_id})
+        model_card.log_card(run_id, model_card.build_card(model, version=version, run_id=run_id,
+                                                          tags={**data_tags, **run_tags}, metrics=metrics,
+                                                          segments=segments))
         mlflow.set_alias(model.name, CHALLENGER, version)
         _write_model_record(settings, model.name, version, run_id, model_uri)
 
@@ -251,6 +255,40 @@ def train(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = No
         windows=windows,
         seconds=time.perf_counter() - start,
     )
+
+
+_MIN_SEGMENT_ROWS = 30  # fewer rows than this: the segment's metrics are noise, reported as such
+
+
+def segment_metrics(model: ModelSpec, frame: pd.DataFrame, y: np.ndarray, predictions: np.ndarray
+                    ) -> dict[str, Any]:
+    """The held-out metrics per value of params.yaml ``card.segment_column`` ({} when unset).
+
+    A segment too small, or (binary) holding one class only, gets its row count and why it has no
+    metrics instead of numbers that would mislead.
+    """
+    column = model.card.segment_column
+    if column is None:
+        return {}
+    if column not in frame.columns:  # the card says so; a card detail does not stop a training
+        return {"column": column, "segments": {}, "error": (
+            f"params.yaml models.{model.name}.card.segment_column: '{column}' is not a column of the "
+            f"training frame ({', '.join(map(str, frame.columns))})")}
+    out: dict[str, Any] = {"column": column, "segments": {}}
+    values = frame[column].astype("string").fillna("<missing>").to_numpy()
+    for value in sorted(set(values)):
+        rows = values == value
+        n = int(rows.sum())
+        entry: dict[str, Any] = {"rows": n}
+        if n < _MIN_SEGMENT_ROWS:
+            entry["metrics"] = f"not computed (fewer than {_MIN_SEGMENT_ROWS} rows)"
+        elif model.task == BINARY and len(set(y[rows].tolist())) < 2:
+            entry["metrics"] = "not computed (one class only)"
+        else:
+            entry["metrics"] = evaluation_metrics(model.task, y[rows], predictions[rows],
+                                                  model.decision_threshold)
+        out["segments"][str(value)] = entry
+    return out
 
 
 def openmp_threads() -> str:

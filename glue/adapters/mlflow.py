@@ -168,6 +168,30 @@ def download_artifact(run_id: str, artifact_path: str, dst_dir: Path) -> Path:
                                                     dst_path=str(dst_dir)))
 
 
+def log_run_dict(run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
+    """Write a JSON artifact to a run, active or finished (replacing one of the same name)."""
+    from mlflow import MlflowClient
+
+    MlflowClient().log_dict(run_id, dict(data), artifact_file)
+
+
+def log_run_text(run_id: str, text: str, artifact_file: str) -> None:
+    """Write a text artifact to a run, active or finished (replacing one of the same name)."""
+    from mlflow import MlflowClient
+
+    MlflowClient().log_text(run_id, text, artifact_file)
+
+
+def read_run_json(run_id: str, artifact_file: str) -> dict[str, Any] | None:
+    """A JSON artifact of a run as it is now (not cached: it may have been replaced), or None."""
+    with tempfile.TemporaryDirectory(prefix="glue-artifact-") as tmp:
+        try:
+            path = download_artifact(run_id, artifact_file, Path(tmp))
+        except Exception:  # MLflow raises its own and OSError subclasses for a missing artifact
+            return None
+        return json.loads(path.read_text())
+
+
 def cached_artifact(settings: Settings, run_id: str, artifact_path: str) -> Path | None:
     """A run's artifact, downloaded once under the state dir (a run's artifacts never change).
 

@@ -94,6 +94,16 @@ def test_gate_story(tmp_project: Path) -> None:
     gate_json = json.loads((tmp_project / promotion.gate_file(MODEL)).read_text())
     assert gate_json["promoted"] is False and gate_json["challenger_version"] == worse.version
     assert gate_json["champion_after"] == strong.version
+    assert "decided_at" not in gate_json  # a DVC metrics file: no time of the decision
+
+    # each version's model card carries the gate's verdict and its approver
+    def card(run_id: str) -> dict:
+        return mlflow.read_run_json(run_id, contract.MODEL_CARD_JSON)
+
+    assert card(strong.run_id)["gate"]["decision"] == "passed"
+    assert card(strong.run_id)["gate"]["approver"].startswith("automatic gate")
+    assert card(worse.run_id)["gate"]["decision"] == "rejected"
+    assert card(worse.run_id)["gate"]["reason"] == result.reason
 
     # 6. the two DVC stages: `evaluate` keeps the verdict, `promote` acts on it only while the
     # challenger it judged is still the challenger

@@ -211,6 +211,22 @@ def test_train_logs_registers_and_tags_lineage(tmp_project: Path) -> None:
         assert source["feature_service"] == "fraud_model_v1"
         assert source["dvc_data_version"] == lineage.FRAME_GIVEN
     assert json.loads(inputs["validation"].source)["window_start"].startswith("2026-01-24")
+    # the model card: markdown and JSON on the run, the gate still to come, metrics by channel
+    card = mlflow.read_run_json(result.run_id, contract.MODEL_CARD_JSON)
+    assert card["model"]["name"] == "fraud-detector" and card["model"]["version"] == result.version
+    assert card["intended_use"].startswith("Score each card transaction")
+    assert card["gate"]["decision"].startswith("pending") and card["gate"]["approver"] == "none yet"
+    assert card["data"]["validation_rows"] == metrics["validation_rows"]
+    assert card["data"]["dvc_data_version"] == lineage.FRAME_GIVEN
+    by_channel = card["metrics"]["by_segment"]["segments"]
+    assert set(by_channel) == {"online", "in_store", "atm"}
+    assert sum(s["rows"] for s in by_channel.values()) == metrics["validation_rows"]
+    assert card["metrics"]["overall"]["average_precision"] == pytest.approx(metrics["average_precision"])
+    markdown = Path(mlflow.download_artifact(result.run_id, contract.MODEL_CARD_MARKDOWN,
+                                             tmp_project / "card")).read_text()
+    assert markdown.startswith(f"# Model card: fraud-detector version {result.version}")
+    assert "### By `channel`" in markdown and "| online |" in markdown
+
     logged = client.get_logged_model(result.model_uri.removeprefix("models:/"))
     linked = {m.key for m in logged.metrics if m.dataset_name == "fraud_model_v1:validation"}
     assert {"average_precision", "roc_auc", "train_rows"} <= linked
@@ -273,6 +289,9 @@ def test_train_a_regression_logs_its_metrics_residuals_and_task(tmp_project: Pat
                        contract.TRAIN_RUN_ID: result.run_id}.items():
         assert version.tags[key] == value, key
     assert json.loads(version.tags[contract.TRAIN_PARAMS])["decision_threshold"] is None
+    card = mlflow.read_run_json(result.run_id, contract.MODEL_CARD_JSON)
+    assert card["limitations"].startswith("unknown (params.yaml models.customer-spend.card.limitations")
+    assert card["metrics"]["by_segment"] == {} and "rmse" in card["metrics"]["overall"]
     experiment = client.get_experiment(client.get_run(result.run_id).info.experiment_id)
     assert experiment.name == "customer-spend-training"
     model = mlflow.load_sklearn_model(f"models:/customer-spend@{contract.CHALLENGER}")
