@@ -227,8 +227,11 @@ def lineage_cmd(model_uri: str | None, feature_view: str | None, as_json: bool) 
 @click.option("--workdir", type=click.Path(path_type=Path), default=None,
               help="Scratch folder for the worktree and its stores (default: a new temporary one).")
 @click.option("--keep", is_flag=True, help="Keep the scratch workspace (the rebuilt stores) afterwards.")
+@click.option("--remote", default=None, metavar="URL",
+              help="Fetch the data version from this DVC remote instead of the recorded one.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def reproduce_cmd(model_uri: str, workdir: Path | None, keep: bool, as_json: bool) -> None:
+def reproduce_cmd(model_uri: str, workdir: Path | None, keep: bool, remote: str | None,
+                  as_json: bool) -> None:
     """Rebuild a registered version from its record and compare: `glue reproduce models:/<name>/<version>`.
 
     Checks out the recorded commit (a git worktree), fetches the recorded DVC data version from its
@@ -241,7 +244,7 @@ def reproduce_cmd(model_uri: str, workdir: Path | None, keep: bool, as_json: boo
     from glue.reproduce import reproduce
     from glue.settings import get_settings
 
-    result = reproduce(get_settings(), model_uri, workdir=workdir, keep=keep)
+    result = reproduce(get_settings(), model_uri, workdir=workdir, keep=keep, remote=remote)
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else result.summary())
     if not result.ok:
         sys.exit(1)

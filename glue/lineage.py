@@ -113,7 +113,7 @@ def data_lineage_tags(project_dir: Path, validated_dir: Path, data: dvc.DataVers
         GIT_DIRTY: _flag(git.dirty),
         DVC_DATA_PATH: data.path if versioned else RAW_DATA_PATH,
         DVC_DATA_VERSION: data.md5 if versioned else data,
-        DVC_REMOTE: _portable_url(data.remote, project_dir) if versioned else "none",
+        DVC_REMOTE: _remote_url(data.remote) if versioned else "none",
         DVC_DATA_FILES: str(data.files) if versioned else "0",
         VALIDATION_SUMMARY: _relative(summary, project_dir) if sha else NO_SUMMARY,
         VALIDATION_SUMMARY_SHA256: sha or NO_SUMMARY,
@@ -136,9 +136,10 @@ def context_tags(project_dir: Path, profile: str) -> dict[str, str]:
     }
 
 
-def _portable_url(url: str, root: Path) -> str:
-    """A remote inside the project as a path relative to it (the same tag on every clone)."""
-    return url if "://" in url else _relative(Path(url), root)
+def _remote_url(url: str) -> str:
+    """The remote as anyone on this machine or network reaches it: a URL as given, a folder as its
+    absolute path (a clean clone elsewhere reaches the same folder, not one of its own)."""
+    return url if "://" in url else str(Path(url).resolve())
 
 
 def _flag(value: bool | None) -> str:

@@ -77,8 +77,11 @@ class Reproduction:
 
 
 def reproduce(settings: Settings, model_uri: str, *, workdir: Path | None = None,
-              keep: bool = False) -> Reproduction:
-    """Rebuild the version `model_uri` names from its record and compare it with the registered one."""
+              keep: bool = False, remote: str | None = None) -> Reproduction:
+    """Rebuild the version `model_uri` names from its record and compare it with the registered one.
+
+    `remote` replaces the recorded DVC remote (the same data moved, or reached by another URL).
+    """
     from glue.adapters import mlflow
 
     mlflow.configure(settings)
@@ -106,7 +109,7 @@ def reproduce(settings: Settings, model_uri: str, *, workdir: Path | None = None
         result.reasons.append(f"commit {commit[:12]} cannot be checked out here: {exc}")
         return result
     try:
-        remote = tags.get(contract.DVC_REMOTE, "")
+        remote = remote or tags.get(contract.DVC_REMOTE, "")
         remote_url = remote if "://" in remote else str((settings.project_dir / remote).resolve())
         from glue.adapters import dvc
 

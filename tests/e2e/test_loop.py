@@ -102,7 +102,7 @@ def test_glue_run_builds_the_whole_loop_and_dvc_reruns_only_what_changed(tmp_pat
     assert recorded and recorded.endswith(".dir")
     champion = client.get_model_version_by_alias("fraud-detector", "champion")
     assert champion.tags["glue.dvc_data_version"] == recorded
-    assert champion.tags["glue.dvc_remote"] == ".glue/dvc-remote"
+    assert champion.tags["glue.dvc_remote"] == str((root / ".glue" / "dvc-remote").resolve())
     fetched = dvc_adapter.fetch(recorded, str(root / ".glue" / "dvc-remote"), tmp_path / "fetched")
     assert _files(fetched) == _files(root / "data" / "raw")
 
@@ -193,7 +193,7 @@ def test_simulation_detects_the_shift_retrains_and_gates(tmp_path: Path) -> None
     raw = staging / "raw"
     hashes = set()
     for v in [client.get_model_version("fraud-detector", "1"), *gated]:
-        assert v.tags["glue.dvc_remote"] == ".glue/dvc-remote"
+        assert v.tags["glue.dvc_remote"] == str((root / ".glue" / "dvc-remote").resolve())
         data = v.tags["glue.dvc_data_version"]
         fetched = dvc_adapter.fetch(data, str(root / ".glue" / "dvc-remote"), tmp_path / f"v{v.version}")
         files = _files(fetched)

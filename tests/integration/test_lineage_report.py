@@ -61,10 +61,11 @@ def _commit_small_params(root: Path) -> None:
                    cwd=root, check=True)
 
 
-def _glue(root: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+def _glue(root: Path, *args: str, ok: bool = True, **glue_env: str) -> subprocess.CompletedProcess:
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("GLUE_")} | {"GLUE_PROJECT_DIR": str(root)}
+    env |= glue_env
     proc = subprocess.run([GLUE, *args], cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert (proc.returncode == 0) == ok, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -99,7 +100,7 @@ def test_lineage_of_the_champion_is_its_whole_record(project: tuple[Path, Any]) 
     data = record["data"]
     now = dvc.snapshot(root, settings.raw_dir, "local", settings.dvc_remote)
     assert data["dvc_data_version"] == now.md5 and data["dvc_data_path"] == "data/raw"
-    assert data["dvc_remote"] == ".glue/dvc-remote" and int(data["files"]) == now.files
+    assert data["dvc_remote"] == str(settings.dvc_remote) and int(data["files"]) == now.files
     assert len(data["validated_batches"]) == 15
     assert data["validation_summary"] == "data/validated/summary.json"
     features = record["features"]
@@ -140,16 +141,22 @@ def test_a_bad_question_gets_a_clear_error(project: tuple[Path, Any]) -> None:
 
 
 def test_reproduce_rebuilds_the_champion_from_its_record_alone(project: tuple[Path, Any]) -> None:
-    """The recorded commit in a worktree, the recorded data from the DVC remote, that commit's code:
-    the same predictions on the held-out rows and the same metrics."""
+    """From a clean clone of the project, with the team's registry: the recorded commit in a
+    worktree, the recorded data from the DVC remote, that commit's code; the same predictions on
+    the held-out rows and the same metrics."""
     root, _ = project
-    result = json.loads(_glue(root, "reproduce", "models:/fraud-detector@champion", "--json").stdout)
+    clean = root.parent / "clean-clone"
+    subprocess.run(["git", "clone", "-q", str(root), str(clean)], check=True)
+    registry = f"sqlite:///{root / '.glue' / 'mlflow.db'}"
+    proc = _glue(clean, "reproduce", "models:/fraud-detector@champion", "--json",
+                 GLUE_MLFLOW_TRACKING_URI=registry, GLUE_MLFLOW_REGISTRY_URI=registry)
+    result = json.loads(proc.stdout)
     assert result["verdict"] == "identical", json.dumps(result, indent=1)
     assert result["ok"] and result["max_abs_difference"] == 0.0 and result["sample_rows"] > 100
     ap = result["metrics"]["average_precision"]
     assert ap["recorded"] == ap["reproduced"]
     assert result["reasons"] == []
-    worktrees = subprocess.run(["git", "worktree", "list"], cwd=root, capture_output=True, text=True).stdout
+    worktrees = subprocess.run(["git", "worktree", "list"], cwd=clean, capture_output=True, text=True).stdout
     assert len(worktrees.splitlines()) == 1  # the scratch worktree is gone
 
 

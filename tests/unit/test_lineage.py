@@ -78,7 +78,7 @@ def test_data_lineage_tags_name_the_exact_data(repo: Path) -> None:
     assert tags[contract.GIT_DIRTY] == "false"
     assert tags[contract.DVC_DATA_VERSION] == "0123abcd.dir"
     assert tags[contract.DVC_DATA_FILES] == "3" and tags[contract.DVC_DATA_PATH] == "data/raw"
-    assert tags[contract.DVC_REMOTE] == ".glue/dvc-remote"  # inside the project: relative, as on every clone
+    assert tags[contract.DVC_REMOTE] == str((repo / ".glue" / "dvc-remote").resolve())  # from any clone
     assert tags[contract.VALIDATION_SUMMARY] == "data/validated/summary.json"
     assert tags[lineage.VALIDATION_SUMMARY_SHA256] == hashlib.sha256(b'{"accepted": 2}').hexdigest()
     assert tags[contract.VALIDATION_BATCH_DAYS] == "2026-01-01,2026-01-02"
