@@ -200,7 +200,7 @@ def test_simulation_detects_the_shift_retrains_and_gates(tmp_path: Path) -> None
         assert files and all((raw / name).read_bytes() == content for name, content in files.items()
                              if name.startswith("transactions/")), f"v{v.version}: batches differ"
         batch_days = sorted(name.split("/")[1][:10] for name in files if name.startswith("transactions/"))
-        assert batch_days[-1] == trained_on[v.version], (v.version, batch_days[-3:])
+        assert batch_days[-1] == trained_on[str(v.version)], (v.version, batch_days[-3:])
         hashes.add(data)
     assert len(hashes) == 1 + len(gated)  # a version of its own for each day's data
     inputs = client.get_run(gated[0].run_id).inputs.dataset_inputs
