@@ -31,7 +31,7 @@ def model_lineage(settings: Settings, model_uri: str) -> dict[str, Any]:
     ref = mlflow.resolve_model_uri(model_uri)
     tags = ref.tags
     run_id = tags.get(contract.TRAIN_RUN_ID) or ref.run_id
-    run_tags, params, metrics = mlflow.run_data(run_id) if run_id else ({}, {}, {})
+    run_tags, _, metrics = mlflow.run_data(run_id) if run_id else ({}, {}, {})
     refs = contract.feature_refs(tags)
     gate = {key.removeprefix(contract.GATE_TAG_PREFIX): value for key, value in sorted(tags.items())
             if key.startswith(contract.GATE_TAG_PREFIX)}
