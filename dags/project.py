@@ -28,15 +28,18 @@ def project_dir() -> Path:
 
 
 def models() -> list[dict[str, Any]]:
-    """Name, task and feature service of each model of params.yaml ``models:``, in its order."""
+    """Name, task, feature service and approval policy of each model of params.yaml ``models:``
+    (the approval merged over ``defaults:``), in its order."""
     path = project_dir() / PARAMS_FILE
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     raw = yaml.load(path.read_text(), Loader=loader) or {}
     specs = raw.get("models") if isinstance(raw, dict) else None
     if not isinstance(specs, dict) or not specs:
         raise ValueError(f"{path}: 'models:' must map each model's name to its spec")
+    defaults = raw.get("defaults") if isinstance(raw.get("defaults"), dict) else {}
     return [{"name": str(name), "task": (spec or {}).get("task", "?"),
-             "feature_service": (spec or {}).get("feature_service", "?")}
+             "feature_service": (spec or {}).get("feature_service", "?"),
+             "approval": {**(defaults.get("approval") or {}), **((spec or {}).get("approval") or {})}}
             for name, spec in specs.items()]
 
 

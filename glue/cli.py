@@ -171,14 +171,38 @@ def evaluate_cmd(model_name: str | None) -> None:
 
 @cli.command("promote")
 @_MODEL_OPTION
-def promote_cmd(model_name: str | None) -> None:
-    """Act on `glue evaluate`'s verdict: move alias `champion` to the challenger if it passed."""
+@click.option("--approved-by", "approved_by", default=None, metavar="NAME",
+              help="A person approves the evaluated challenger (models whose params.yaml "
+                   "approval.by is person); recorded as the approver on the version and its card.")
+@click.option("--declined-by", "declined_by", default=None, metavar="NAME",
+              help="A person declines it: the champion stays, the version is tagged declined.")
+@click.option("--comment", default="", help="Why, recorded with the answer.")
+def promote_cmd(model_name: str | None, approved_by: str | None, declined_by: str | None,
+                comment: str) -> None:
+    """Act on `glue evaluate`'s verdict: move alias `champion` to the challenger if it passed
+    (and, where params.yaml asks for a person, if one approved)."""
+    import datetime as dt
+    import getpass
+
     from glue import promotion
     from glue.settings import get_settings
 
+    if approved_by and declined_by:
+        raise click.UsageError("give --approved-by or --declined-by, not both")
+    person = approved_by or declined_by
+    if person is not None and not person.strip():
+        raise click.UsageError("--approved-by/--declined-by: the name of the person answering")
+    if person and model_name is None:
+        raise click.UsageError("a person's answer is about one model: add --model NAME")
+    approval = None
+    if person:
+        approval = promotion.Approval(
+            approved=bool(approved_by), by=person.strip(), comment=comment,
+            at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            via=f"glue promote on {os.uname().nodename} as {getpass.getuser()}")
     settings = get_settings()
     for model in _models(settings, model_name):
-        click.echo(promotion.promote_evaluated(settings, model).summary())
+        click.echo(promotion.promote_evaluated(settings, model, approval).summary())
 
 
 @cli.command("run")

@@ -60,6 +60,9 @@ FEAST_FEATURE_SERVICE = "feast.feature_service"  # the tag Feast's own model res
 # the gate (glue/promotion.py): every verdict tag on a model version is gate_tag(<name>)
 GATE_TAG_PREFIX = "glue.gate."
 GATE_PASSED, GATE_REJECTED, GATE_STALE = "passed", "rejected", "stale"  # values of gate_tag("decision")
+# params.yaml approval.by person: passed the gate, waits for a person / a person said no
+GATE_AWAITING_APPROVAL, GATE_DECLINED = "awaiting_approval", "declined"
+AUTOMATIC_APPROVER = "automatic gate (params.yaml gate)"  # gate_tag("approver") without a person
 
 # monitoring (glue/monitor.py): tags of the daily check's run, and the verdict on the champion
 MONITOR_DAY = "glue.monitor.day"

@@ -138,10 +138,15 @@ def render_usage(report: dict[str, Any]) -> str:
 
 
 def _approver(gate: dict[str, str]) -> str:
+    """Who decided: the person's whole answer where one gave it, else the automatic gate."""
+    if "approval" in gate:
+        return gate["approval"]
     if "approver" in gate:
         return gate["approver"]
+    if gate.get("decision") == contract.GATE_AWAITING_APPROVAL:
+        return "awaiting a person's approval"
     if "decision" in gate:
-        return "automatic gate (params.yaml gate)"
+        return contract.AUTOMATIC_APPROVER
     return "none yet"
 
 

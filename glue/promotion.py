@@ -38,7 +38,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glue import atomic, contract
-from glue.contract import CHALLENGER, CHAMPION, GATE_PASSED, GATE_REJECTED, GATE_STALE, gate_tag
+from glue.contract import (
+    CHALLENGER,
+    CHAMPION,
+    GATE_AWAITING_APPROVAL,
+    GATE_DECLINED,
+    GATE_PASSED,
+    GATE_REJECTED,
+    GATE_STALE,
+    gate_tag,
+)
 from glue.errors import GlueError
 
 if TYPE_CHECKING:
@@ -92,6 +101,14 @@ class Comparison:
     rows: int
     positives: int | None  # binary classification: positive rows in the window
 
+    @property
+    def passed(self) -> bool:
+        return self.decision.passed
+
+    @property
+    def challenger_version(self) -> str:
+        return self.challenger.version
+
     def summary(self) -> str:
         d = self.decision
         champion = f"champion {self.champion.version}" if self.champion else "no champion"
@@ -124,6 +141,30 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class Approval:
+    """A person's answer on a challenger that passed the gate (params.yaml ``approval.by: person``).
+
+    ``by`` is who answered (the Airflow user of the human-in-the-loop task, or the name given to
+    `glue promote --approved-by`); ``via`` where (the DAG run's task, or the CLI).
+    """
+
+    approved: bool
+    by: str
+    at: str  # ISO time of the answer
+    via: str
+    comment: str = ""
+
+    def tags(self) -> dict[str, str]:
+        """On the model version: who answered (glue.gate.approver) and the whole answer."""
+        return {gate_tag("approver"): self.by, gate_tag("approval"): self.text()}
+
+    def text(self) -> str:
+        said = "approved" if self.approved else "declined"
+        note = f": {self.comment}" if self.comment else ""
+        return f"{said} by {self.by} ({self.via}) at {self.at}{note}"
+
+
+@dataclass(frozen=True)
 class GateResult:
     """What the gate decided and did."""
 
@@ -135,9 +176,12 @@ class GateResult:
     champion_after: str | None
     metrics: dict[str, Any]
     decided_at: str
+    approver: str = contract.AUTOMATIC_APPROVER  # who said yes (or no); "" while a person is awaited
+    awaiting_approval: bool = False  # passed the gate; the champion waits for a person
 
     def summary(self) -> str:
-        verdict = "PROMOTED" if self.promoted else "not promoted"
+        verdict = ("passed the gate, AWAITING A PERSON'S APPROVAL" if self.awaiting_approval
+                   else "PROMOTED" if self.promoted else "not promoted")
         return (
             f"{self.model_name} version {self.challenger_version}: {verdict}; champion "
             f"{self.champion_before or 'none'} -> {self.champion_after or 'none'}\n  {self.reason}"
@@ -159,8 +203,10 @@ def evaluate(settings: Settings, model: ModelSpec, frame: TrainingFrame | None =
     return comparison
 
 
-def promote_evaluated(settings: Settings, model: ModelSpec) -> GateResult:
-    """The `promote` stage: act on the comparison `evaluate` wrote, if it is about today's challenger."""
+def promote_evaluated(settings: Settings, model: ModelSpec, approval: Approval | None = None
+                      ) -> GateResult:
+    """The `promote` stage: act on the comparison `evaluate` wrote, if it is about today's challenger
+    (with a person's answer where the model's ``approval`` asks for one)."""
     from glue.adapters import mlflow
 
     path = settings.outputs_dir / evaluation_file(model.name)
@@ -178,7 +224,7 @@ def promote_evaluated(settings: Settings, model: ModelSpec) -> GateResult:
             f"{path} evaluated {comparison.model_name} version {comparison.challenger.version}, but the "
             f"challenger is now {current.version if current else 'none'}; run `glue evaluate` again"
         )
-    return promote(settings, model, comparison)
+    return promote(settings, model, comparison, approval)
 
 
 def compare(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = None) -> Comparison:
@@ -263,8 +309,15 @@ def logged_validation_frame(settings: Settings, model: ModelSpec, challenger: Ve
                          label_column=label)
 
 
-def promote(settings: Settings, model: ModelSpec, comparison: Comparison) -> GateResult:
-    """Record the verdict and, if it passed, move ``champion`` (locked, re-checked, last)."""
+def promote(settings: Settings, model: ModelSpec, comparison: Comparison,
+            approval: Approval | None = None) -> GateResult:
+    """Record the verdict and, if it passed (and a person approved, where the model's ``approval``
+    asks for one on this profile), move ``champion`` (locked, re-checked, last).
+
+    A passed challenger without the person's answer keeps the champion where it is and is tagged
+    ``awaiting_approval``; a person's no is tagged ``declined``. Either way the verdict, the
+    approver and the reason are on the model version and its card.
+    """
     from glue.adapters import mlflow
 
     mlflow.configure(settings)
@@ -274,11 +327,41 @@ def promote(settings: Settings, model: ModelSpec, comparison: Comparison) -> Gat
     decided_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     tags = verdict_tags(c, decided_at)
     promoted, reason, after = False, c.decision.reason, seen
+    person = model.approval.person_required(settings.profile)
+    approver = approval.text() if approval else ("" if person else contract.AUTOMATIC_APPROVER)
+    awaiting = False
+    if c.decision.passed and seen != version and _is_champion(name, version):
+        # promoted since this comparison (a person's `glue promote --approved-by`, then `dvc repro`
+        # ran the stage again): its verdict and approver stay as they were
+        held = mlflow.get_version(name, version).tags
+        how = held.get(gate_tag("approval")) or held.get(gate_tag("approver"), "promoted earlier")
+        result = GateResult(False, f"version {version} already is the champion ({how})", name, version,
+                            seen, version, gate_metrics(c), decided_at,
+                            approver=held.get(gate_tag("approver"), ""))
+        _write_gate_json(settings.outputs_dir / gate_file(model.name), result)
+        return result
 
     if not c.decision.passed:
+        approver = contract.AUTOMATIC_APPROVER  # the gate said no: nobody was asked
         if seen != version:  # do not overwrite the verdict that made it champion
             mlflow.set_version_tags(name, version, {**tags, gate_tag("decision"): GATE_REJECTED})
+    elif person and approval is None:
+        awaiting = True
+        reason = (f"{c.decision.reason}; awaits a person's approval (params.yaml models.{name}.approval): "
+                  f"the `approve` task of Airflow DAG glue_training__{name}, or `glue promote --model "
+                  f"{name} --approved-by NAME`")
+        mlflow.set_version_tags(name, version, {**tags, gate_tag("decision"): GATE_AWAITING_APPROVAL,
+                                                  gate_tag("reason"): reason})
+    elif approval is not None and not approval.approved:
+        reason = f"{c.decision.reason}; {approval.text()}"
+        mlflow.set_version_tags(name, version, {**tags, **approval.tags(),
+                                                  gate_tag("decision"): GATE_DECLINED,
+                                                  gate_tag("reason"): reason})
     else:
+        if approval is not None:
+            reason = f"{c.decision.reason}; {approval.text()}"
+        tags |= (approval.tags() if approval else {gate_tag("approver"): approver})
+        tags[gate_tag("reason")] = reason
         with promotion_lock(settings, name):
             current = mlflow.get_alias(name, CHAMPION)
             now = current.version if current else None
@@ -298,11 +381,19 @@ def promote(settings: Settings, model: ModelSpec, comparison: Comparison) -> Gat
                 mlflow.set_version_tags(name, seen, {gate_tag("replaced_by"): version,
                                                        gate_tag("replaced_at"): decided_at})
 
-    result = GateResult(promoted, reason, name, version, seen, after, gate_metrics(c), decided_at)
+    result = GateResult(promoted, reason, name, version, seen, after, gate_metrics(c), decided_at,
+                        approver=approver, awaiting_approval=awaiting)
     if c.decision.passed or seen != version:  # the champion re-judged keeps the card that made it one
         _record_on_card(name, version, result)
     _write_gate_json(settings.outputs_dir / gate_file(model.name), result)
     return result
+
+
+def _is_champion(name: str, version: str) -> bool:
+    from glue.adapters import mlflow
+
+    current = mlflow.get_alias(name, CHAMPION)
+    return current is not None and current.version == version
 
 
 def decide(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray | None, gate: GateParams,
@@ -562,7 +653,8 @@ def _weighted_metric(w: np.ndarray, y: np.ndarray, last: np.ndarray, metric: str
 
 
 def _record_on_card(name: str, version: str, result: GateResult) -> None:
-    """The gate's verdict and its approver (this automatic gate) on the challenger's model card."""
+    """The gate's verdict and its approver (the automatic gate, or the person who answered; a
+    person still awaited is marked so) on the challenger's model card."""
     from glue import model_card
     from glue.adapters import mlflow
 
@@ -575,7 +667,7 @@ def _record_on_card(name: str, version: str, result: GateResult) -> None:
                                     "champion_before": result.champion_before or "none",
                                     "champion_after": result.champion_after or "none",
                                     "decided_at": result.decided_at,
-                                    "approver": "automatic gate (params.yaml gate)",
+                                    "approver": result.approver or "awaiting a person's approval",
                                     **{k: str(v) for k, v in result.metrics.items()}})
 
 
@@ -584,5 +676,5 @@ def _write_gate_json(path: Path, result: GateResult) -> None:
     # file, a DVC metrics file, holds what was decided, the same bytes for the same models and data
     payload = {"promoted": result.promoted, "challenger_version": result.challenger_version,
                "champion_before": result.champion_before, "champion_after": result.champion_after,
-               "reason": result.reason, **result.metrics}
+               "reason": result.reason, "awaiting_approval": result.awaiting_approval, **result.metrics}
     atomic.write_json(path, payload, indent=2, sort_keys=True)

@@ -184,6 +184,28 @@ class ModelCardSpec(BaseModel):
     segment_column: str | None = None  # metrics by each value of this column of the training frame
 
 
+class ApprovalParams(BaseModel):
+    """Who approves a challenger that passed the gate before the champion alias moves.
+
+    ``by: gate`` (the default): the automatic gate alone. ``by: person``: on the listed profiles, a
+    person too, through the Airflow 3 human-in-the-loop task ``approve`` of the model's training
+    DAG (the Required Actions page), or `glue promote --approved-by NAME` from a shell. No answer
+    within ``timeout_hours`` counts as a rejection; ``approvers`` limits who may answer (Airflow
+    user names; empty: anyone allowed to act on the DAG).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    by: Literal["gate", "person"] = "gate"
+    profiles: list[Profile] = ["prod", "ray"]  # ray moves the champion in prod's registry
+    timeout_hours: float = Field(72.0, gt=0)
+    approvers: list[str] = []
+
+    def person_required(self, profile: str) -> bool:
+        """True where the champion may move only after a person said yes."""
+        return self.by == "person" and profile in self.profiles
+
+
 class ModelSpec(BaseModel):
     """One model of the project (an entry of ``models:``): what it is trained and served on, how it
     is judged, and its serving and monitoring policies (merged over ``defaults:``)."""
@@ -204,6 +226,7 @@ class ModelSpec(BaseModel):
     max_train_rows: int | None = Field(None, ge=1000)
     experiment_name: str | None = None  # default: "<name>-training"
     gate: GateParams = GateParams()
+    approval: ApprovalParams = ApprovalParams()
     serving: dict[str, Any] = {}  # validated by glue/serving (ServingParams)
     monitoring: MonitoringParams = MonitoringParams()
     card: ModelCardSpec = ModelCardSpec()

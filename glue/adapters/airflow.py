@@ -342,6 +342,37 @@ def run_check(model: str, ds: str | None) -> dict[str, Any]:
             "summary": result.summary()}
 
 
+# the human-in-the-loop task of a training DAG whose model wants a person's approval
+APPROVE_TASK = "approve"
+APPROVE, DECLINE = "Approve", "Reject"
+
+
+def person_must_approve(model: str, passed: bool) -> bool:
+    """True when the challenger passed the gate and the model's ``approval`` wants a person on the
+    active profile: the training DAG then asks in its `approve` task before `promote`."""
+    from glue.settings import get_settings
+
+    settings = get_settings()
+    return passed and settings.model(model).approval.person_required(settings.profile)
+
+
+def approval_from_answer(answer: dict[str, Any] | None, where: str) -> Any:
+    """The gate's :class:`glue.promotion.Approval` from the `approve` task's result (its XCom: the
+    chosen option, who answered and when, the form's comment); None when nobody was asked. An
+    unanswered request that timed out took the default option (Reject) and names nobody."""
+    from glue.promotion import Approval
+
+    if not answer:
+        return None
+    chosen = list(answer.get("chosen_options") or [])
+    user = answer.get("responded_by_user") or {}
+    at = answer.get("responded_at")
+    at_text = at.isoformat(timespec="seconds") if isinstance(at, datetime) else str(at or "")
+    comment = str((answer.get("params_input") or {}).get("comment") or "")
+    by = str(user.get("name") or user.get("id") or "") or "nobody (no answer in time: the default, Reject)"
+    return Approval(approved=chosen == [APPROVE], by=by, at=at_text, via=where, comment=comment)
+
+
 def _airflow(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([_airflow_bin(), *args], env={**os.environ, **env},
                           capture_output=True, text=True)

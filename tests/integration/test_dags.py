@@ -48,6 +48,11 @@ print(json.dumps({
         "trigger_rules": {t.task_id: str(getattr(t.trigger_rule, "value", t.trigger_rule))
                           for t in d.tasks},
         "retries": {t.task_id: t.retries for t in d.tasks},
+        "operators": {t.task_id: type(t).__name__ for t in d.tasks},
+        "hitl": {t.task_id: {"options": t.options, "defaults": t.defaults,
+                             "timeout_s": t.response_timeout.total_seconds(),
+                             "users": t.assigned_users, "params": sorted(t.params)}
+                 for t in d.tasks if hasattr(t, "response_timeout")},
         "timetable": type(d.timetable).__name__,
         "cron": getattr(getattr(d.timetable, "timetable", d.timetable), "expression", None),
         "assets": assets(getattr(d.timetable, "asset_condition", None)),
@@ -163,6 +168,52 @@ def test_the_dags_follow_params_yaml(tmp_path: Path) -> None:
     assert bag["errors"] == {}
     assert {"glue_training__another-model", "glue_monitoring__another-model"} <= set(bag["dags"])
     assert len(bag["dags"]) == 1 + 2 * len(params["models"])
+
+
+def test_a_model_that_wants_a_person_gets_an_approval_step_before_promote(tmp_path: Path) -> None:
+    """params.yaml approval.by person: evaluate -> ask_approval -> approve (Airflow 3's
+    human-in-the-loop operator: Approve or Reject, Reject when nobody answers in time) -> promote,
+    and promote also right after ask_approval (when nobody needs to be asked). The other model's
+    DAG keeps evaluate -> promote."""
+    import yaml
+
+    shutil.copytree(DAGS_DIR, tmp_path / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((PROJECT_DIR / "params.yaml").read_text())
+    first, second = list(params["models"])[:2]
+    params["models"][second]["approval"] = {"by": "person", "timeout_hours": 2, "approvers": ["alice"]}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    bag = json.loads(_airflow_python(_DESCRIBE, str(tmp_path / "dags"), home=tmp_path / "airflow_home",
+                                     project=tmp_path))
+    assert bag["errors"] == {}
+    dag = bag["dags"][f"glue_training__{second}"]
+    assert dag["tasks"]["ask_approval"] == ["evaluate"]
+    assert dag["tasks"]["approve"] == ["ask_approval"]
+    assert dag["tasks"]["promote"] == ["approve", "ask_approval"]
+    assert dag["trigger_rules"]["promote"] == "none_failed_min_one_success"
+    assert dag["operators"]["approve"] == "HITLOperator"
+    assert dag["hitl"]["approve"] == {"options": ["Approve", "Reject"], "defaults": ["Reject"],
+                                      "timeout_s": 7200.0, "users": [{"id": "alice", "name": "alice"}],
+                                      "params": ["comment"]}
+    assert "Required Actions" in dag["doc"] and "no answer in 2 h: Reject" in dag["doc"]
+    other = bag["dags"][f"glue_training__{first}"]
+    assert other["tasks"]["promote"] == ["evaluate"] and "approve" not in other["tasks"]
+
+
+def test_the_answer_of_the_approval_step_becomes_the_gates_approval() -> None:
+    import datetime as dt
+
+    at = dt.datetime(2026, 12, 2, 11, 0, tzinfo=dt.UTC)
+    answer = {"chosen_options": ["Approve"], "params_input": {"comment": "looks right"},
+              "responded_at": at, "responded_by_user": {"id": "7", "name": "alice"}}
+    approval = airflow.approval_from_answer(answer, "Airflow glue_training__m run r1")
+    assert approval.approved and approval.by == "alice" and approval.comment == "looks right"
+    assert approval.text() == ("approved by alice (Airflow glue_training__m run r1) at "
+                               "2026-12-02T11:00:00+00:00: looks right")
+    timed_out = airflow.approval_from_answer(
+        {"chosen_options": ["Reject"], "params_input": {}, "responded_at": at, "responded_by_user": None},
+        "Airflow glue_training__m run r2")
+    assert not timed_out.approved and timed_out.by.startswith("nobody (no answer in time")
+    assert airflow.approval_from_answer(None, "x") is None  # nobody was asked
 
 
 @pytest.mark.parametrize("name", DAG_FILES)

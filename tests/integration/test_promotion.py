@@ -188,3 +188,70 @@ def test_regression_gate_story(tmp_project: Path) -> None:
     assert not result.promoted and result.champion_after == strong.version
     assert mlflow.get_version(SPEND, worse.version).tags["glue.gate.decision"] == "rejected"
     assert mlflow.get_alias(MODEL, contract.CHAMPION) is None
+
+
+@pytest.mark.slow
+def test_a_person_approves_where_the_model_asks_for_one(tmp_project: Path) -> None:
+    """params.yaml approval.by person on this profile: a challenger that passed the gate waits for a
+    person; a no keeps the champion, a yes moves it, and who said it is on the version and its card.
+    A challenger the gate rejects is never put to anyone."""
+    from glue.adapters import mlflow
+    from glue.settings import ApprovalParams, get_settings
+
+    settings = get_settings()
+    assert settings.profile == "local"
+    model = settings.model(MODEL)
+    assert not model.approval.person_required("local")  # the demo: the gate alone
+    model = model.model_copy(update={"approval": ApprovalParams(by="person", profiles=["local"])})
+    frame = synthetic_frame()
+    champion = lambda: mlflow.get_alias(MODEL, contract.CHAMPION)  # noqa: E731
+    card = lambda run_id: mlflow.read_run_json(run_id, contract.MODEL_CARD_JSON)["gate"]  # noqa: E731
+
+    # 1. the first model clears the floors, but nobody has answered: the champion does not move
+    first = training.train(settings, model, frame)
+    promotion.evaluate(settings, model, frame)
+    result = promotion.promote_evaluated(settings, model)
+    assert result.awaiting_approval and not result.promoted and champion() is None
+    assert "AWAITING A PERSON'S APPROVAL" in result.summary()
+    assert f"glue promote --model {MODEL} --approved-by NAME" in result.reason
+    tags = mlflow.get_version(MODEL, first.version).tags
+    assert tags["glue.gate.decision"] == "awaiting_approval" and "glue.gate.approver" not in tags
+    assert card(first.run_id)["approver"] == "awaiting a person's approval"
+    gate_json = json.loads((tmp_project / promotion.gate_file(MODEL)).read_text())
+    assert gate_json["awaiting_approval"] is True and gate_json["promoted"] is False
+
+    # 2. a person declines: still no champion, the answer recorded
+    no = promotion.Approval(False, by="alice", at="2026-12-02T10:00:00+00:00", via="test",
+                            comment="window too short")
+    result = promotion.promote_evaluated(settings, model, no)
+    assert not result.promoted and not result.awaiting_approval and champion() is None
+    tags = mlflow.get_version(MODEL, first.version).tags
+    assert tags["glue.gate.decision"] == "declined" and tags["glue.gate.approver"] == "alice"
+    assert "declined by alice (test)" in tags["glue.gate.approval"] and "window too short" in result.reason
+    assert card(first.run_id)["approver"].startswith("declined by alice")
+
+    # 3. a person approves: champion, and the approver on the version and its card
+    yes = promotion.Approval(True, by="bob", at="2026-12-02T11:00:00+00:00", via="test")
+    result = promotion.promote_evaluated(settings, model, yes)
+    assert result.promoted and champion().version == first.version
+    tags = mlflow.get_version(MODEL, first.version).tags
+    assert tags["glue.gate.decision"] == "passed" and tags["glue.gate.approver"] == "bob"
+    assert tags["glue.gate.approval"] == "approved by bob (test) at 2026-12-02T11:00:00+00:00"
+    assert card(first.run_id)["approver"] == tags["glue.gate.approval"]
+
+    # 4. the stage run again without an answer (`dvc repro` after `glue promote --approved-by`):
+    # the champion and its record stay as the person left them
+    result = promotion.promote_evaluated(settings, model)
+    assert not result.promoted and not result.awaiting_approval and "already is the champion" in result.reason
+    assert champion().version == first.version
+    assert mlflow.get_version(MODEL, first.version).tags["glue.gate.approver"] == "bob"
+    assert mlflow.get_version(MODEL, first.version).tags["glue.gate.decision"] == "passed"
+
+    # 5. a worse challenger: the gate rejects it, nobody is asked, the champion stays
+    worse = training.train(settings, model, synthetic_frame(shuffle_labels=True, seed=1))
+    promotion.evaluate(settings, model, frame)
+    result = promotion.promote_evaluated(settings, model)
+    assert not result.promoted and not result.awaiting_approval and champion().version == first.version
+    tags = mlflow.get_version(MODEL, worse.version).tags
+    assert tags["glue.gate.decision"] == "rejected"
+    assert card(worse.run_id)["approver"] == contract.AUTOMATIC_APPROVER

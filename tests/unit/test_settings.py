@@ -164,6 +164,25 @@ def test_an_unknown_task_or_key_names_the_model(tmp_project: Path) -> None:
     assert "models.customer-spend.colour" in message
 
 
+def test_a_person_approves_on_the_profiles_given_and_bad_approval_names_the_model(
+        tmp_project: Path) -> None:
+    _edit_params(tmp_project, lambda p: p["defaults"].update(approval={"by": "person"}))
+    settings = load_settings()
+    for model in settings.models:  # from defaults: every model, on prod and ray only
+        assert model.approval.person_required("prod") and model.approval.person_required("ray")
+        assert not model.approval.person_required("local")
+        assert model.approval.timeout_hours == 72.0
+    message = _settings_error(tmp_project, lambda p: p["models"]["customer-spend"].update(
+        approval={"by": "a manager"}))
+    assert "models.customer-spend.approval.by" in message and "'gate' or 'person'" in message
+    message = _settings_error(tmp_project, lambda p: p["models"]["customer-spend"].update(
+        approval={"by": "person", "profiles": ["staging"]}))
+    assert "models.customer-spend.approval.profiles" in message
+    message = _settings_error(tmp_project, lambda p: p["models"]["fraud-detector"].update(
+        approval={"by": "person", "timeout_hours": 0}))
+    assert "models.fraud-detector.approval.timeout_hours" in message
+
+
 def test_a_project_without_models_is_refused(tmp_project: Path) -> None:
     message = _settings_error(tmp_project, lambda p: p.update(models={}))
     assert "declares no model" in message
