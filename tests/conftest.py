@@ -63,8 +63,9 @@ def tmp_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     get_settings.cache_clear()
 
 
-def clone_project(root: Path, demo: dict) -> Path:
-    """What a fresh clone holds (config and code, no data, no stores), as a git + DVC repo."""
+def clone_project(root: Path, demo: dict, models: dict[str, dict] | None = None) -> Path:
+    """What a fresh clone holds (config and code, no data, no stores), as a git + DVC repo; `demo`
+    updates params.yaml's demo: section, `models` (name -> keys) the models' specs."""
     root.mkdir()
     for name in ("params.yaml", "dvc.yaml", "feature_repo", "dags", "glue", "monitoring", ".dvcignore",
                  ".gitignore"):
@@ -77,6 +78,8 @@ def clone_project(root: Path, demo: dict) -> Path:
     shutil.copy2(PROJECT_DIR / ".dvc" / "config", root / ".dvc" / "config")
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["demo"].update(demo)
+    for name, keys in (models or {}).items():
+        params["models"][name].update(keys)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for args in (["init", "-q", "-b", "main"], ["add", "-A"],
                  ["-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-q", "-m", "clone"]):
