@@ -2,6 +2,7 @@
 tiny hand-made frames, numbers worked out by hand.
 
 Snapshot D (00:00 UTC) may use only transactions strictly before D, and only labels known at D.
+The tables are computed one partition of the entities at a time; any partitioning gives the same table.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -235,3 +237,123 @@ def test_read_labels_concatenates_the_day_files(tmp_path: Path) -> None:
 def test_no_transactions_is_a_clear_error() -> None:
     with pytest.raises(GlueError, match="no transactions to aggregate"):
         customer_daily(CUSTOMER_TX.iloc[0:0])
+
+
+def _partition_data() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seeded random transactions over 50 days (2026-01-01 .. 02-19) and their late labels.
+
+    21 customers and 21 merchants (ids sorted as listed, not contiguous), each with a history
+    shaped so that a partition computed from its own rows alone would differ: the 3 lowest ids
+    stop on day 9 (their partition's last day is not the frame's), the 3 highest start on day
+    40 (not its first day), two transact once (on day 25, and on the last day), the others (3..8)
+    transact several times a day all along. Rows are shuffled, amounts have cents (the float sums
+    must come out bit for bit), and the labels
+    arrive 0 to 35 days late, some exactly at midnight, some twice, some for unknown ids.
+    """
+    rng = np.random.default_rng(11)
+    start = pd.Timestamp("2026-01-01", tz="UTC")
+    # (entity indexes, transactions each, first day, last day)
+    shapes = [(range(0, 3), 20, 0, 9), (range(3, 9), 120, 0, 49), (range(9, 10), 1, 25, 25),
+              (range(10, 11), 1, 49, 49), (range(11, 18), 15, 5, 44), (range(18, 21), 10, 40, 49)]
+    customers, merchants = 1000 + 13 * np.arange(21), 500 + 11 * np.arange(21)
+    pairs = []  # (customer index, merchant index, day); the other side from the full-range 3..8
+    for indexes, count, first, last in shapes:
+        for i in indexes:
+            for day in rng.integers(first, last + 1, count):
+                pairs.append((i, int(rng.integers(3, 9)), day))
+                pairs.append((int(rng.integers(3, 9)), i, day))
+    rows = []
+    for n, k in enumerate(rng.permutation(len(pairs))):
+        c, m, day = pairs[k]
+        second = 0 if n % 10 == 0 else int(rng.integers(0, 86_400))  # every 10th at midnight
+        rows.append((f"t{n}", start + pd.Timedelta(days=int(day), seconds=second), int(customers[c]),
+                     int(merchants[m]), round(float(rng.lognormal(3.0, 1.5)), 2),
+                     str(rng.choice(["online", "in_store", "atm"])), bool(rng.random() < 0.5)))
+    tx = _tx(rows)
+    labelled = tx.sample(frac=0.6, random_state=3)
+    delay = pd.to_timedelta(rng.integers(0, 35 * 24, len(labelled)), unit="h")
+    at = labelled["event_timestamp"] + delay
+    at = at.where(rng.random(len(at)) < 0.8, at.dt.floor("D"))  # some arrive exactly at midnight
+    label_rows = list(zip(labelled["transaction_id"], at, (rng.random(len(at)) < 0.3).astype(int),
+                          strict=True))
+    label_rows += [(tid, ts + pd.Timedelta(days=2), 1 - fraud) for tid, ts, fraud in label_rows[:10]]
+    label_rows += [("nope1", start, 1), ("nope2", start + pd.Timedelta(days=3), 0)]
+    return tx, _labels(label_rows)
+
+
+PARTITION_TX, PARTITION_LABELS = _partition_data()
+N_DAYS = 50  # transaction days 0 .. 49: 51 snapshots
+
+
+def _budget(n_partitions: int) -> int:
+    """A cell budget that splits the 21 entities of _partition_data into n_partitions partitions."""
+    budget = -(-21 // n_partitions) * (N_DAYS + 1)
+    assert len(transform._entity_chunks(21, N_DAYS, budget)) == n_partitions
+    return budget
+
+
+def _assert_same(got: pd.DataFrame, expected: pd.DataFrame) -> None:
+    """Equal frames, the float columns bit for bit (also -0.0 vs 0.0 and NaN payloads)."""
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    for name in expected.columns[expected.dtypes == "float64"]:
+        bits, expected_bits = got[name].to_numpy().view("int64"), expected[name].to_numpy().view("int64")
+        assert np.array_equal(bits, expected_bits), name
+
+
+def test_partition_data_covers_what_partitioning_could_get_wrong() -> None:
+    whole = customer_daily(PARTITION_TX, cell_budget=10**9)
+    assert transform._Days(PARTITION_TX).n_days == N_DAYS
+    first_seen = whole.groupby("customer_id")["event_timestamp"].min()
+    start = pd.Timestamp("2026-01-01", tz="UTC")
+    assert (first_seen.iloc[-3:] >= start + pd.Timedelta(days=40)).all()  # the last partition of 7
+    assert (whole.groupby("customer_id")["event_timestamp"].max().iloc[:3]
+            <= start + pd.Timedelta(days=40)).all()  # the first: 30 days after day 9 at most
+    assert (PARTITION_TX["customer_id"].value_counts() == 1).sum() == 2
+    known = PARTITION_LABELS.drop_duplicates("transaction_id").merge(PARTITION_TX, on="transaction_id")
+    assert (known["label_timestamp"] - known["event_timestamp"] > pd.Timedelta(days=30)).any()
+
+
+@pytest.mark.parametrize("n_partitions", [1, 3, 7, 21])
+def test_customer_daily_is_the_same_in_any_partitions(n_partitions: int) -> None:
+    whole = customer_daily(PARTITION_TX, cell_budget=10**9)
+    _assert_same(customer_daily(PARTITION_TX, cell_budget=_budget(n_partitions)), whole)
+
+
+@pytest.mark.parametrize("n_partitions", [1, 3, 7, 21])
+def test_merchant_daily_is_the_same_in_any_partitions(n_partitions: int) -> None:
+    whole = merchant_daily(PARTITION_TX, PARTITION_LABELS, cell_budget=10**9)
+    assert (whole["labelled_count_30d"] > 0).any() and (whole["fraud_rate_30d"] > 0).any()
+    _assert_same(merchant_daily(PARTITION_TX, PARTITION_LABELS, cell_budget=_budget(n_partitions)), whole)
+
+
+def test_partitions_without_labels_and_the_default_budget() -> None:
+    no_labels = PARTITION_LABELS.iloc[0:0]
+    _assert_same(merchant_daily(PARTITION_TX, no_labels, cell_budget=_budget(7)),
+                 merchant_daily(PARTITION_TX, no_labels, cell_budget=10**9))
+    # the hand-made frames above, in one partition by default, the same one entity at a time
+    _assert_same(customer_daily(CUSTOMER_TX, cell_budget=1), customer_daily(CUSTOMER_TX))
+    _assert_same(merchant_daily(MERCHANT_TX, MERCHANT_LABELS, cell_budget=1),
+                 merchant_daily(MERCHANT_TX, MERCHANT_LABELS))
+
+
+def test_a_partition_holds_at_least_one_entity() -> None:
+    assert transform._entity_chunks(5, 100, 1) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+    assert transform._entity_chunks(5, 9, 20) == [(0, 2), (2, 4), (4, 5)]  # 10 cells an entity
+    assert transform._entity_chunks(5, 9, 10**9) == [(0, 5)]
+
+
+def test_sums_add_in_frame_order_in_any_partition() -> None:
+    # float addition is not associative: 1e16 + 1.0 rounds back to 1e16, so these four amounts sum
+    # to 1.0 in frame order and to something else in any other; customer 2's rows sit in between
+    amounts = [1e16, 1.0, -1e16, 1.0]
+    rows = []
+    for n, amount in enumerate(amounts):
+        rows.append((f"a{n}", f"2026-01-01 0{n}:00:00", 1, 1, amount, "online", False))
+        rows.append((f"b{n}", f"2026-01-01 0{n}:30:00", 2, 1, 5.0, "online", False))
+    frame = _tx(rows + [("z", "2026-01-03 10:00:00", 3, 1, 1.0, "atm", True)])
+    backwards = frame.iloc[::-1].reset_index(drop=True)
+    for budget in (1, transform.CELL_BUDGET):
+        table = customer_daily(frame, cell_budget=budget)
+        assert _row(table, "customer_id", 1, "2026-01-02")["amount_sum_1d"] == 1.0
+        table = customer_daily(backwards, cell_budget=budget)
+        assert _row(table, "customer_id", 1, "2026-01-02")["amount_sum_1d"] == ((1.0 + -1e16) + 1.0) + 1e16
