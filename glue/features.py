@@ -24,6 +24,8 @@ from glue import project_code
 from glue.errors import GlueError, SettingsError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
     from feast import FeatureStore
 
@@ -160,9 +162,15 @@ def check_models(settings: Settings, store: FeatureStore, models: list[ModelSpec
 
 
 def training_frame(settings: Settings, model: ModelSpec, *, until: dt.datetime | None = None,
-                   since: dt.datetime | None = None, store: FeatureStore | None = None) -> TrainingFrame:
+                   since: dt.datetime | None = None, store: FeatureStore | None = None,
+                   select: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> TrainingFrame:
     """The model's events whose label is known at `until` (default: all), features joined by Feast;
-    only events at or after `since` when given (monitoring's recent labelled days)."""
+    only events at or after `since` when given (monitoring's recent labelled days).
+
+    `select` picks among the labelled events before Feast joins their features (training's
+    max_train_rows sample): the point-in-time join is the costly part, and it then joins only
+    the rows a fit will use.
+    """
     from glue.adapters import feast
 
     store = store or feast.open_store(settings)
@@ -174,6 +182,8 @@ def training_frame(settings: Settings, model: ModelSpec, *, until: dt.datetime |
                         + (f" known at {until}" if until is not None else "")
                         + f" (label {_label_origin(model)})")
     rows = _with_service_inputs(settings, model, inputs, labels, since=since)
+    if select is not None:
+        rows = select(rows)
     label = model.label.field
     # the label's own keys too (an event id): which events a model was trained on stays visible
     keys = [c for c in labels.columns if c not in (EVENT_TIMESTAMP, KNOWN_AT, label)

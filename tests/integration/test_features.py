@@ -166,6 +166,32 @@ def test_training_frame_has_every_labelled_transaction(built) -> None:
     assert (df["transaction_request_features__is_night"] == night).all()
 
 
+def test_max_train_rows_samples_before_the_point_in_time_join(built) -> None:
+    """Training's sample is drawn among the labelled events before Feast joins them: the rows
+    joined are the sampled training rows and every held-out row, each with the features the full
+    join gives it; the same seed draws the same sample."""
+    from glue import training
+
+    settings, _, frame, _ = built
+    model = settings.model("fraud-detector").model_copy(update={"max_train_rows": 500})
+    sample = training.PreJoinSample(model)
+    sampled = training_frame(settings, model, select=sample).df
+    is_train, _ = training.split_by_days(frame.df, model.validation_days)
+    assert sample.available == int(is_train.sum()) > 500
+    key = "transaction_id"
+    held_out = set(frame.df.loc[~is_train, key])
+    assert len(sampled) == 500 + len(held_out) and held_out <= set(sampled[key])
+    assert set(sampled[key]) <= set(frame.df[key])
+    full = frame.df.set_index(key).loc[sorted(sampled[key])].reset_index()[list(sampled.columns)]
+    pd.testing.assert_frame_equal(sampled.sort_values(key).reset_index(drop=True), full, check_exact=True)
+    again = training_frame(settings, model, select=training.PreJoinSample(model)).df
+    assert set(again[key]) == set(sampled[key])
+    # under max_train_rows (the demo's 500,000): nothing is left out
+    whole = training.PreJoinSample(settings.model("fraud-detector"))
+    assert len(training_frame(settings, settings.model("fraud-detector"), select=whole).df) == len(frame.df)
+    assert whole.available == int(is_train.sum())
+
+
 def test_labels_not_known_at_until_are_left_out(built) -> None:
     settings, _, frame, _ = built
     until = pd.Timestamp("2026-01-06", tz="UTC")
