@@ -12,10 +12,13 @@ removed when the run ends. In order:
    (dvc repro re-runs what the prod stores lack): features in PostgreSQL and Redis, the run and
    model in the tracking server, a champion there;
 3. a glue_monitoring__<model> DAG run triggered through Airflow's REST API, executed by the Celery worker;
-4. `glue serve` on prod answers from Redis with the server's champion;
-5. `glue services stop` leaves no process behind.
+4. customer-spend wants a person's approval on prod (params.yaml approval.by person): the prod
+   `glue run` leaves it without a champion, and its training DAG run waits in the human-in-the-loop
+   task until a person approves through Airflow's REST API (what the Required Actions page sends);
+5. `glue serve` on prod answers from Redis with the server's champion;
+6. `glue services stop` leaves no process behind.
 
-~6 minutes on 2 cores.
+~8 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -44,6 +48,8 @@ GLUE = str(Path(sys.executable).with_name("glue"))
 DEMO = {"days": 20, "transactions_per_day": 400, "customers": 800, "merchants": 60, "fraud_rate": 0.04,
         "label_delay_days": 3}
 LAST_DAY = "2026-01-20"
+APPROVED_MODEL = "customer-spend"  # a person approves its champion on prod (the fraud model: the gate)
+APPROVAL = {"by": "person", "approvers": ["admin"], "timeout_hours": 1}
 
 
 def _free_port() -> int:
@@ -62,7 +68,8 @@ def _glue(args: list[str], env: dict[str, str], root: Path, timeout: float = 900
 @pytest.fixture(scope="module")
 def prod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
     """A fresh clone with the service set running; stopped (and checked stopped) afterwards."""
-    root = clone_project(tmp_path_factory.mktemp("prod") / "clone", DEMO)
+    root = clone_project(tmp_path_factory.mktemp("prod") / "clone", DEMO,
+                         models={APPROVED_MODEL: {"approval": APPROVAL}})
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GLUE_", "MLFLOW_", "FEAST_"))}
     env |= {"PATH": str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""),
             "GLUE_PROJECT_DIR": str(root), "GLUE_SERVICES_DB_PREFIX": services.PREFIX, "TQDM_DISABLE": "1",
@@ -169,6 +176,14 @@ def test_the_local_loop_then_the_prod_loop_in_one_project(prod: tuple[Path, dict
     assert online.dbsize() > 100  # the materialized customers and merchants (+ the run's owner key)
     assert env["FEAST_POSTGRES_DB"] == services.database("feast")
 
+    # the model that wants a person on prod: it passed the gate, and waits; no champion there
+    assert f"champion in {env['GLUE_MLFLOW_TRACKING_URI']}: {APPROVED_MODEL}: none" in out, out[-3000:]
+    waiting = client.get_model_version(APPROVED_MODEL, "1")
+    assert waiting.tags["glue.gate.decision"] == "awaiting_approval"
+    assert "champion" not in client.get_registered_model(APPROVED_MODEL).aliases
+    gate = json.loads((root / "metrics" / APPROVED_MODEL / "gate.json").read_text())
+    assert gate["awaiting_approval"] is True and gate["promoted"] is False
+
     again = _glue(["run"], env, root)  # nothing changed: DVC runs nothing, the stores hold it all
     assert "re-ran from stage" not in again and "Running stage 'train'" not in again, again[-3000:]
 
@@ -194,6 +209,76 @@ def test_a_dag_run_through_the_api_is_executed_by_the_celery_worker(
     assert states["check"] == "success"
     worker_log = (root / ".glue" / "prod" / "logs" / "airflow-worker.log").read_text()
     assert run_id in worker_log  # the Celery worker ran it, not the scheduler's process
+
+
+def test_a_person_approves_the_champion_in_the_training_dags_approval_step(
+        prod: tuple[Path, dict[str, str]]) -> None:
+    """The training DAG of a model that wants a person, run by the scheduler and the Celery worker:
+    it stops in `approve` (awaiting input) with the champion unmoved, and moves it only after a
+    person's Approve, which is then on the model version and its card with the person's name."""
+    from mlflow import MlflowClient
+
+    root, env = prod
+    os.environ.update({k: env[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")})
+    client = MlflowClient(env["GLUE_MLFLOW_TRACKING_URI"], env["GLUE_MLFLOW_TRACKING_URI"])
+    headers = {"Authorization": f"Bearer {_airflow_token(root, env)}", "content-type": "application/json"}
+    dag_id = f"glue_training__{APPROVED_MODEL}"
+    base = f"{_airflow(env)}/api/v2/dags/{dag_id}"
+    # Unpaused, the scheduler starts the latest weekly run at once (catchup off): that run is the
+    # one under test. A run triggered beside it would wait behind it (max_active_runs 1) while it
+    # waits for a person: that is what hung this test before.
+    assert _status(base, headers, json.dumps({"is_paused": False}).encode(), "PATCH")[0] == 200
+    deadline = time.monotonic() + 120
+    runs: list[dict] = []
+    while not runs and time.monotonic() < deadline:
+        time.sleep(2)
+        runs = json.loads(_status(f"{base}/dagRuns", headers)[1])["dag_runs"]
+    assert [r["run_type"] for r in runs] == ["scheduled"], runs
+    run_id = runs[0]["dag_run_id"]
+    run_url = f"{base}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+
+    def states() -> dict[str, str]:
+        tasks = json.loads(_status(f"{run_url}/taskInstances", headers)[1])["task_instances"]
+        return {t["task_id"]: t["state"] for t in tasks}
+
+    deadline = time.monotonic() + 420
+    while states().get("approve") != "awaiting_input" and time.monotonic() < deadline:
+        assert json.loads(_status(run_url, headers)[1])["state"] != "failed", states()
+        time.sleep(5)
+    now = states()
+    assert now["approve"] == "awaiting_input", now
+    assert now.get("promote") in (None, "none"), now  # not run: it waits for the answer
+    challenger = client.get_model_version_by_alias(APPROVED_MODEL, "challenger")
+    assert challenger.version != "1"  # trained by this run
+    assert "champion" not in client.get_registered_model(APPROVED_MODEL).aliases  # nothing moved yet
+
+    detail_url = f"{run_url}/taskInstances/approve/-1/hitlDetails"
+    status, body = _status(detail_url, headers)
+    assert status == 200, body
+    detail = json.loads(body)
+    assert detail["options"] == ["Approve", "Reject"] and detail["response_received"] is False
+    assert f"Promote {APPROVED_MODEL} version {challenger.version} to champion?" == detail["subject"]
+    assert "passes the gate" in detail["body"]
+    answer = {"chosen_options": ["Approve"], "params_input": {"comment": "residuals checked"}}
+    status, body = _status(detail_url, headers, json.dumps(answer).encode(), "PATCH")
+    assert status == 200, body
+
+    deadline = time.monotonic() + 300
+    state = "running"
+    while state not in ("success", "failed") and time.monotonic() < deadline:
+        time.sleep(5)
+        state = json.loads(_status(run_url, headers)[1])["state"]
+    assert state == "success", states()
+    champion = client.get_model_version_by_alias(APPROVED_MODEL, "champion")
+    assert champion.version == challenger.version
+    assert champion.tags["glue.gate.decision"] == "passed" and champion.tags["glue.gate.approver"] == "admin"
+    approval = champion.tags["glue.gate.approval"]
+    assert approval.startswith(f"approved by admin (Airflow {dag_id} run {run_id}) at ")
+    assert approval.endswith(": residuals checked")
+    card = json.loads(Path(client.download_artifacts(champion.run_id, "model_card.json",
+                                                     str(root / ".glue"))).read_text())
+    assert card["gate"]["approver"] == approval
+    assert client.get_model_version(APPROVED_MODEL, "1").tags["glue.gate.decision"] == "awaiting_approval"
 
 
 def test_glue_serve_answers_from_redis_with_the_servers_champion(
