@@ -207,6 +207,21 @@ def test_simulation_detects_the_shift_retrains_and_gates(tmp_path: Path) -> None
     sources = [json.loads(i.dataset.source) for i in inputs if i.dataset.source_type == "glue_feast_dvc"]
     assert {s["dvc_data_version"] for s in sources} == {gated[0].tags["glue.dvc_data_version"]}
 
+    # `glue reproduce` of a version a training DAG run trained, from a clean clone that has only the
+    # registry: the recorded commit in a worktree, its data from the DVC remote, the same predictions
+    clean = tmp_path / "clean-clone"
+    subprocess.run(["git", "clone", "-q", str(root), str(clean)], check=True)
+    registry = f"sqlite:///{staging / 'mlflow.db'}"
+    proc = subprocess.run([GLUE, "reproduce", f"models:/fraud-detector/{gated[0].version}", "--json"],
+                          cwd=clean, capture_output=True, text=True, timeout=900,
+                          env=_env(clean) | {"GLUE_MLFLOW_TRACKING_URI": registry,
+                                             "GLUE_MLFLOW_REGISTRY_URI": registry})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    reproduced = json.loads(proc.stdout)
+    assert reproduced["verdict"] == "identical", json.dumps(reproduced, indent=1)
+    assert reproduced["max_abs_difference"] == 0.0 and reproduced["reasons"] == []
+    assert reproduced["data_version"] == gated[0].tags["glue.dvc_data_version"]
+
     # Reports: Evidently HTML on disk for every day, and logged to the monitoring experiment.
     for d in range(start, start + n):
         day_dir = sorted((staging / "monitoring" / "fraud-detector").iterdir())[d - start]
