@@ -48,6 +48,10 @@ POSTGRES_ENV = {"GLUE_POSTGRES_HOST": "127.0.0.1", "GLUE_POSTGRES_PORT": "5432",
                 "GLUE_POSTGRES_USER": "postgres"}
 DATABASES = ("mlflow", "mlflow_auth", "feast", "airflow")
 # the processes of the set, in start order (see services())
+# What a signed-in MLflow user who was granted nothing may do: nothing. Experiments and models are
+# shared by granting (MLflow's permissions API or UI), never by default; glue itself signs in as the
+# admin. infra/docker-compose.yml sets the same (tests/unit/test_infra.py holds the two together).
+MLFLOW_DEFAULT_PERMISSION = "NO_PERMISSIONS"
 SERVICE_NAMES = ("mlflow", "airflow-api", "airflow-scheduler", "airflow-dags", "airflow-triggerer",
                  "airflow-worker")
 _START_TIMEOUT = 180.0
@@ -155,7 +159,7 @@ def services(project_dir: Path) -> list[Service]:
     auth_ini = state / "mlflow-auth.ini"
     auth_ini.write_text(
         "[mlflow]\n"
-        "default_permission = READ\n"  # signed-in users read everything; only the admin writes
+        f"default_permission = {MLFLOW_DEFAULT_PERMISSION}\n"
         f"database_uri = {database_uri('mlflow_auth')}\n"
         f"admin_username = {ADMIN}\n"
         f"admin_password = {creds['MLFLOW_TRACKING_PASSWORD']}\n"

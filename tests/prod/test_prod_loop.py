@@ -130,6 +130,15 @@ def test_anonymous_requests_are_refused_and_credentials_are_private(
     basic = base64.b64encode(f"admin:{env['MLFLOW_TRACKING_PASSWORD']}".encode()).decode()
     assert _status(f"{mlflow}/api/2.0/mlflow/experiments/search?max_results=1",
                    {"Authorization": f"Basic {basic}"})[0] == 200
+    # MLflow's default permission is NO_PERMISSIONS: a user who signs in but was granted nothing
+    # sees nothing (the admin can read the Default experiment, this user cannot)
+    viewer = {"username": f"viewer-{uuid.uuid4().hex[:6]}", "password": uuid.uuid4().hex}
+    assert _status(f"{mlflow}/api/2.0/mlflow/users/create", {"Authorization": f"Basic {basic}",
+                   "content-type": "application/json"}, json.dumps(viewer).encode())[0] == 200
+    as_viewer = base64.b64encode(f"{viewer['username']}:{viewer['password']}".encode()).decode()
+    default_experiment = f"{mlflow}/api/2.0/mlflow/experiments/get?experiment_id=0"
+    assert _status(default_experiment, {"Authorization": f"Basic {basic}"})[0] == 200
+    assert _status(default_experiment, {"Authorization": f"Basic {as_viewer}"})[0] == 403
     status, body = _status(f"{_airflow(env)}/api/v2/dags",
                            {"Authorization": f"Bearer {_airflow_token(root, env)}"})
     assert status == 200

@@ -80,3 +80,12 @@ def test_dockerfile_installs_from_the_lock_and_runs_unprivileged() -> None:
         for path in source.split():
             assert (PROJECT_DIR / path).exists(), f"Dockerfile copies missing {path}"
 
+
+
+def test_compose_and_glue_services_give_mlflow_the_same_default_permission() -> None:
+    """One prod service set: the compose file's MLflow auth config says what `glue services` writes."""
+    from glue import services
+
+    compose = (INFRA / "docker-compose.yml").read_text()
+    found = re.findall(r"default_permission = (\w+)", compose)
+    assert found == [services.MLFLOW_DEFAULT_PERMISSION] == ["NO_PERMISSIONS"]
