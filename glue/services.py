@@ -47,11 +47,11 @@ from glue.settings import feast_prod_env, service_database
 POSTGRES_ENV = {"GLUE_POSTGRES_HOST": "127.0.0.1", "GLUE_POSTGRES_PORT": "5432",
                 "GLUE_POSTGRES_USER": "postgres"}
 DATABASES = ("mlflow", "mlflow_auth", "feast", "airflow")
-# the processes of the set, in start order (see services())
 # What a signed-in MLflow user who was granted nothing may do: nothing. Experiments and models are
 # shared by granting (MLflow's permissions API or UI), never by default; glue itself signs in as the
 # admin. infra/docker-compose.yml sets the same (tests/unit/test_infra.py holds the two together).
 MLFLOW_DEFAULT_PERMISSION = "NO_PERMISSIONS"
+# the processes of the set, in start order (see services())
 SERVICE_NAMES = ("mlflow", "airflow-api", "airflow-scheduler", "airflow-dags", "airflow-triggerer",
                  "airflow-worker")
 _START_TIMEOUT = 180.0

@@ -115,6 +115,22 @@ def _airflow(env: dict[str, str]) -> str:
     return f"http://127.0.0.1:{env['GLUE_AIRFLOW_PORT']}"
 
 
+def _task_states(run_url: str, headers: dict[str, str]) -> dict[str, str]:
+    """{task id: state} of one DAG run (`run_url`: its /api/v2/dags/<dag>/dagRuns/<run> address)."""
+    tasks = json.loads(_status(f"{run_url}/taskInstances", headers)[1])["task_instances"]
+    return {t["task_id"]: t["state"] for t in tasks}
+
+
+def _final_state(run_url: str, headers: dict[str, str], seconds: float) -> str:
+    """The DAG run's state once it succeeded or failed, or its state when `seconds` have passed."""
+    deadline = time.monotonic() + seconds
+    state = "running"
+    while state not in ("success", "failed") and time.monotonic() < deadline:
+        time.sleep(5)
+        state = json.loads(_status(run_url, headers)[1])["state"]
+    return state
+
+
 def test_anonymous_requests_are_refused_and_credentials_are_private(
         prod: tuple[Path, dict[str, str]]) -> None:
     root, env = prod
@@ -207,13 +223,9 @@ def test_a_dag_run_through_the_api_is_executed_by_the_celery_worker(
     trigger = {"logical_date": f"{LAST_DAY}T00:00:00Z", "dag_run_id": run_id}
     status, body = _status(f"{base}/dagRuns", headers, json.dumps(trigger).encode())
     assert status == 200, body
-    deadline = time.monotonic() + 420
-    state = "queued"
-    while state not in ("success", "failed") and time.monotonic() < deadline:
-        time.sleep(5)
-        state = json.loads(_status(f"{base}/dagRuns/{run_id}", headers)[1])["state"]
-    tasks = json.loads(_status(f"{base}/dagRuns/{run_id}/taskInstances", headers)[1])["task_instances"]
-    states = {t["task_id"]: t["state"] for t in tasks}
+    run_url = f"{base}/dagRuns/{run_id}"
+    state = _final_state(run_url, headers, 420)
+    states = _task_states(run_url, headers)
     assert state == "success", states
     assert states["check"] == "success"
     worker_log = (root / ".glue" / "prod" / "logs" / "airflow-worker.log").read_text()
@@ -246,15 +258,11 @@ def test_a_person_approves_the_champion_in_the_training_dags_approval_step(
     run_id = runs[0]["dag_run_id"]
     run_url = f"{base}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
 
-    def states() -> dict[str, str]:
-        tasks = json.loads(_status(f"{run_url}/taskInstances", headers)[1])["task_instances"]
-        return {t["task_id"]: t["state"] for t in tasks}
-
     deadline = time.monotonic() + 420
-    while states().get("approve") != "awaiting_input" and time.monotonic() < deadline:
-        assert json.loads(_status(run_url, headers)[1])["state"] != "failed", states()
+    while _task_states(run_url, headers).get("approve") != "awaiting_input" and time.monotonic() < deadline:
+        assert json.loads(_status(run_url, headers)[1])["state"] != "failed", _task_states(run_url, headers)
         time.sleep(5)
-    now = states()
+    now = _task_states(run_url, headers)
     assert now["approve"] == "awaiting_input", now
     assert now.get("promote") in (None, "none"), now  # not run: it waits for the answer
     challenger = client.get_model_version_by_alias(APPROVED_MODEL, "challenger")
@@ -272,12 +280,8 @@ def test_a_person_approves_the_champion_in_the_training_dags_approval_step(
     status, body = _status(detail_url, headers, json.dumps(answer).encode(), "PATCH")
     assert status == 200, body
 
-    deadline = time.monotonic() + 300
-    state = "running"
-    while state not in ("success", "failed") and time.monotonic() < deadline:
-        time.sleep(5)
-        state = json.loads(_status(run_url, headers)[1])["state"]
-    assert state == "success", states()
+    state = _final_state(run_url, headers, 300)
+    assert state == "success", _task_states(run_url, headers)
     champion = client.get_model_version_by_alias(APPROVED_MODEL, "champion")
     assert champion.version == challenger.version
     assert champion.tags["glue.gate.decision"] == "passed" and champion.tags["glue.gate.approver"] == "admin"

@@ -81,7 +81,6 @@ def test_dockerfile_installs_from_the_lock_and_runs_unprivileged() -> None:
             assert (PROJECT_DIR / path).exists(), f"Dockerfile copies missing {path}"
 
 
-
 def test_compose_and_glue_services_give_mlflow_the_same_default_permission() -> None:
     """One prod service set: the compose file's MLflow auth config says what `glue services` writes."""
     from glue import services
