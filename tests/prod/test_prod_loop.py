@@ -18,7 +18,7 @@ removed when the run ends. In order:
 5. `glue serve` on prod answers from Redis with the server's champion;
 6. `glue services stop` leaves no process behind.
 
-~8 minutes on 2 cores.
+~7 minutes on 2 cores.
 """
 
 from __future__ import annotations
