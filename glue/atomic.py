@@ -49,6 +49,7 @@ def replacing(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(path.parent, path.name)  # of an earlier writer of this file, killed mid-write
     tmp = _new_file(path)
     try:
         yield tmp
@@ -57,6 +58,33 @@ def replacing(path: Path) -> Iterator[Path]:
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+def remove_leftovers(folder: Path, name: str = "*") -> list[Path]:
+    """Delete the temporary files of writers killed mid-write in `folder` (of the file `name`, or
+    of every file); returns what went.
+
+    A SIGKILL between writing the temporary file and the rename leaves it behind (the target is
+    intact). Its name carries the writer's process id: only files of processes that no longer
+    run are removed, so a writer at work in another process keeps its file.
+    """
+    gone = []
+    for tmp in Path(folder).glob(f".{name}.*.tmp"):
+        parts = tmp.name.rsplit(".", 3)  # ".<name>", pid, token, "tmp"
+        if len(parts) == 4 and parts[1].isdigit() and not _running(int(parts[1])):
+            tmp.unlink(missing_ok=True)
+            gone.append(tmp)
+    return gone
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _new_file(path: Path) -> Path:

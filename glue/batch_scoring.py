@@ -141,6 +141,8 @@ def score_batch(settings: Settings, model: ModelSpec, day: dt.date | None = None
               else _entity_chunks(settings, day, list(inputs.join_keys), chunk_rows))
     folder = settings.data_dir / SCORES_DIR / name
     path = folder / (f"{day:%Y-%m-%d}.parquet" if day else "all.parquet")
+    if folder.is_dir():
+        atomic.remove_leftovers(folder)  # of a scoring killed mid-write
     table_name = scores_table(name)
     rows = flagged = 0
     with atomic.replacing(path) as tmp, _ParquetParts(tmp) as parquet, \

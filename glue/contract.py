@@ -55,6 +55,11 @@ TRAIN_SAMPLE = "glue.train_sample"  # the rows the fit saw: all, or a uniform sa
 TASK = "glue.task"  # binary_classification | regression: how to call the model and judge it
 LABEL = "glue.label"  # the label column the model was trained on
 TRAIN_RUN_ID = "glue.train_run_id"  # on the model version: the run whose artifacts are below
+# who is training (glue.training.attempt_key): an Airflow task instance, whose retry is the same
+# attempt, or a process on a host; a retry removes what a killed attempt registered
+TRAIN_ATTEMPT = "glue.train_attempt"
+TRAIN_PID = "glue.train_pid"  # the process of a host attempt: dead while its run is RUNNING = killed
+TRAIN_ABANDONED = "glue.train_abandoned"  # on a killed attempt's run: what the next attempt removed
 FEAST_FEATURE_SERVICE = "feast.feature_service"  # the tag Feast's own model resolver reads
 
 # the gate (glue/promotion.py): every verdict tag on a model version is gate_tag(<name>)

@@ -334,6 +334,8 @@ def promote(settings: Settings, model: ModelSpec, comparison: Comparison,
         # promoted since this comparison (a person's `glue promote --approved-by`, then `dvc repro`
         # ran the stage again): its verdict and approver stay as they were
         held = mlflow.get_version(name, version).tags
+        if gate_tag("promoted_at") not in held:  # a promote killed right after the alias move
+            _record_promotion(name, version, seen, decided_at)
         how = held.get(gate_tag("approval")) or held.get(gate_tag("approver"), "promoted earlier")
         result = GateResult(False, f"version {version} already is the champion ({how})", name, version,
                             seen, version, gate_metrics(c), decided_at,
@@ -376,10 +378,7 @@ def promote(settings: Settings, model: ModelSpec, comparison: Comparison,
                 mlflow.set_alias(name, CHAMPION, version)  # the commit point
                 promoted, after = True, version
         if promoted:
-            mlflow.set_version_tags(name, version, {gate_tag("promoted_at"): decided_at})
-            if seen is not None:
-                mlflow.set_version_tags(name, seen, {gate_tag("replaced_by"): version,
-                                                       gate_tag("replaced_at"): decided_at})
+            _record_promotion(name, version, seen, decided_at)
 
     result = GateResult(promoted, reason, name, version, seen, after, gate_metrics(c), decided_at,
                         approver=approver, awaiting_approval=awaiting)
@@ -387,6 +386,16 @@ def promote(settings: Settings, model: ModelSpec, comparison: Comparison,
         _record_on_card(name, version, result)
     _write_gate_json(settings.outputs_dir / gate_file(model.name), result)
     return result
+
+
+def _record_promotion(name: str, version: str, replaced: str | None, at: str) -> None:
+    """After the alias move: when it happened, on the new champion and on the one it replaced."""
+    from glue.adapters import mlflow
+
+    mlflow.set_version_tags(name, version, {gate_tag("promoted_at"): at})
+    if replaced is not None:
+        mlflow.set_version_tags(name, replaced, {gate_tag("replaced_by"): version,
+                                                 gate_tag("replaced_at"): at})
 
 
 def _is_champion(name: str, version: str) -> bool:

@@ -2,7 +2,11 @@
 
 One call to :func:`train` is one MLflow run and one new registered model version, aliased
 ``challenger``; whether it becomes ``champion`` is the gate's decision (glue/promotion.py), not
-training's. The split is by time, not at random: the model's most recent ``validation_days``
+training's. A training killed half-way (after registering, before the alias) is cleaned up by the
+next attempt at the same training, an Airflow task's retry or the next run on the host: its
+version is deleted and its run marked KILLED, so a completed training leaves exactly one version.
+
+The split is by time, not at random: the model's most recent ``validation_days``
 labelled days are held out, because it will score *future* events and the world drifts; the gate
 later scores challenger and champion on exactly that held-out window. The task (params.yaml
 ``models.<name>.task``) decides the estimator family, the metrics and the pictures.
@@ -16,6 +20,8 @@ and the curve data under metrics/<model>/plots/.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from glue import atomic, lineage, model_card
 from glue.contract import (
     CHALLENGER,
+    CHAMPION,
     DVC_DATA_PATH,
     DVC_DATA_VERSION,
     DVC_REMOTE,
@@ -38,8 +45,11 @@ from glue.contract import (
     REFERENCE_ARTIFACT,
     RESIDUALS_PNG,
     TASK,
+    TRAIN_ABANDONED,
+    TRAIN_ATTEMPT,
     TRAIN_END,
     TRAIN_PARAMS,
+    TRAIN_PID,
     TRAIN_RUN_ID,
     TRAIN_SAMPLE,
     TRAIN_START,
@@ -118,6 +128,7 @@ class TrainResult:
     metrics: dict[str, float]
     windows: Windows
     seconds: float
+    removed_versions: tuple[str, ...] = ()  # what a killed earlier attempt had registered
 
     def summary(self) -> str:
         m = self.metrics
@@ -130,9 +141,11 @@ class TrainResult:
         else:
             quality = f"rmse {m['rmse']:.4f}, mae {m['mae']:.4f}, r2 {m['r2']:.4f}"
             counts = (f"{int(m['train_rows'])} rows", f"{int(m['validation_rows'])} rows")
+        removed = (f"; removed version {', '.join(self.removed_versions)} of a killed earlier attempt"
+                   if self.removed_versions else "")
         return (
             f"trained {self.registered_model} version {self.version} (alias {CHALLENGER}), "
-            f"run {self.run_id} in {self.seconds:.1f} s\n"
+            f"run {self.run_id} in {self.seconds:.1f} s{removed}\n"
             f"  train {self.windows.train_start:%Y-%m-%d} .. {self.windows.train_end:%Y-%m-%d} "
             f"({counts[0]}); validation {self.windows.validation_start:%Y-%m-%d} .. "
             f"{self.windows.validation_end:%Y-%m-%d} ({counts[1]})\n  {quality}"
@@ -148,6 +161,8 @@ def train(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = No
     from glue.adapters import mlflow
 
     start = time.perf_counter()
+    attempt = attempt_key()
+    removed = remove_killed_attempts(settings, model, attempt)
     store = None
     data = read_data_version(settings) if frame is None else lineage.FRAME_GIVEN
     if frame is None:
@@ -156,7 +171,9 @@ def train(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = No
         store = feast.open_store(settings)
     data_tags = lineage.data_lineage_tags(settings.project_dir, settings.validated_dir, data)
 
-    with mlflow.training_run(settings, model.experiment_name, tags=data_tags, store=store) as run_id:
+    attempt_tags = {TRAIN_ATTEMPT: attempt, TRAIN_PID: str(os.getpid())}
+    with mlflow.training_run(settings, model.experiment_name, tags={**data_tags, **attempt_tags},
+                             store=store) as run_id:
         sample = None
         if frame is None:
             from glue.features import training_frame
@@ -239,8 +256,9 @@ def train(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = No
 
         _write_dvc_outputs(settings.outputs_dir, model, metrics, y_valid, predictions)
         segments = segment_metrics(model, valid_df, y_valid, predictions)
-        version = mlflow.register_model(model_uri, model.name,
-                                          tags={**data_tags, **run_tags, TRAIN_RUN_ID: run_id})
+        version = mlflow.register_model(model_uri, model.name, tags={**data_tags, **run_tags,
+                                                                       TRAIN_ATTEMPT: attempt,
+                                                                       TRAIN_RUN_ID: run_id})
         model_card.log_card(run_id, model_card.build_card(model, version=version, run_id=run_id,
                                                           tags={**data_tags, **run_tags}, metrics=metrics,
                                                           segments=segments))
@@ -256,7 +274,59 @@ def train(settings: Settings, model: ModelSpec, frame: TrainingFrame | None = No
         metrics=metrics,
         windows=windows,
         seconds=time.perf_counter() - start,
+        removed_versions=tuple(removed),
     )
+
+
+def attempt_key(environ: dict[str, str] | None = None) -> str:
+    """Who is training: an Airflow task instance, or this host.
+
+    Airflow puts the task instance in its task's environment (AIRFLOW_CTX_DAG_ID, _DAG_RUN_ID,
+    _TASK_ID); a retry of the task is the same attempt, so whatever a killed try registered is
+    the retry's to remove. Outside Airflow (the CLI, `dvc repro`) the attempt is this host's, and
+    the process id on the run tells a killed attempt from one still running.
+    """
+    env = os.environ if environ is None else environ
+    dag, run, task = (env.get(f"AIRFLOW_CTX_{part}") for part in ("DAG_ID", "DAG_RUN_ID", "TASK_ID"))
+    if dag and run and task:
+        return f"airflow:{dag}/{run}/{task}"
+    return f"host:{socket.gethostname()}"
+
+
+def remove_killed_attempts(settings: Settings, model: ModelSpec, attempt: str) -> list[str]:
+    """Delete what earlier, killed attempts at this training registered; mark their runs KILLED.
+
+    A killed process leaves its MLflow run RUNNING, and perhaps a version registered without its
+    ``challenger`` alias (or with it, and without the stage's record). Such a version never went
+    through the gate; keeping it would leave two versions for one training once this attempt
+    registers its own. A version serving as champion is never deleted. Returns the deleted versions.
+    """
+    from glue.adapters import mlflow
+
+    mlflow.configure(settings)
+    removed: list[str] = []
+    for run_id, tags in mlflow.running_runs(model.experiment_name, {TRAIN_ATTEMPT: attempt}):
+        if attempt.startswith("host:") and _process_alive(tags.get(TRAIN_PID, "")):
+            continue  # another training on this host, running right now
+        versions = mlflow.discard_run_versions(model.name, run_id, unless_alias=CHAMPION)
+        mlflow.end_run(run_id, "KILLED", {TRAIN_ABANDONED: (
+            f"killed before it finished; the next attempt ({attempt}, pid {os.getpid()}) removed "
+            f"version(s) {', '.join(versions) or 'none'}")})
+        removed += versions
+    return removed
+
+
+def _process_alive(pid: str) -> bool:
+    """Whether a process of this host with that id runs (an unknown id counts as alive: keep it)."""
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 _MIN_SEGMENT_ROWS = 30  # fewer rows than this: the segment's metrics are noise, reported as such

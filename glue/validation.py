@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from glue import atomic
 from glue.adapters import great_expectations
 from glue.errors import ValidationFailed
 from glue.settings import Settings, ValidationParams
@@ -101,6 +102,7 @@ def validate_batches(settings: Settings, now: datetime | None = None) -> GateRes
     out_results = settings.validated_dir / "results"
     for folder in (out_tx, out_results):
         folder.mkdir(parents=True, exist_ok=True)
+        atomic.remove_leftovers(folder)  # of a run killed mid-write
     accepted, rejected = [], []
     files = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
     rules_digest = hashlib.sha256(rules.model_dump_json().encode()).hexdigest()
@@ -114,7 +116,9 @@ def validate_batches(settings: Settings, now: datetime | None = None) -> GateRes
         verdict = validate_file(path, rules, now)
         if verdict.success:
             df = read_batch(path, rules)
-            df.to_parquet(out_tx / f"{stem}.parquet", index=False)
+            # the batch first, its result (with the fingerprint that lets the next run skip it) last:
+            # a run killed in between checks the batch again
+            atomic.write_with(out_tx / f"{stem}.parquet", lambda tmp, df=df: df.to_parquet(tmp, index=False))
             _write_json(out_results / f"{stem}.json",  # same data, same rules: the same bytes
                         {**great_expectations.stable_result(verdict.result, rules, now),
                          GLUE_KEY: {**fingerprint, "rows": verdict.rows}})
@@ -227,5 +231,4 @@ def _accepted_before(batch: Path, result: Path, fingerprint: dict[str, str]) -> 
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    atomic.write_json(path, payload, indent=2, sort_keys=True, default=str)

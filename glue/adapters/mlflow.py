@@ -367,6 +367,52 @@ def register_model(model_uri: str, name: str, tags: Mapping[str, str]) -> str:
     return str(version.version)
 
 
+def running_runs(experiment: str, tags: Mapping[str, str]) -> list[tuple[str, dict[str, str]]]:
+    """(id, tags) of the experiment's runs still marked RUNNING that carry every tag given.
+
+    A process killed mid-run never ends its run: it stays RUNNING, which is how the next attempt
+    finds what a killed one left behind (glue.training.train).
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs = client.search_runs([found.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                              max_results=1000)
+    return [(run.info.run_id, dict(run.data.tags)) for run in runs
+            if all(run.data.tags.get(k) == v for k, v in tags.items())]
+
+
+def discard_run_versions(name: str, run_id: str, *, unless_alias: str) -> list[str]:
+    """Delete the versions of `name` registered from run `run_id`, except one holding `unless_alias`.
+
+    For a killed training attempt only: its version never reached the gate, and a version a
+    registry alias serves is never deleted. Deleting a version also drops its other aliases.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    deleted = []
+    for mv in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
+        if unless_alias in (mv.aliases or []):
+            continue
+        client.delete_model_version(name, mv.version)
+        deleted.append(str(mv.version))
+    return deleted
+
+
+def end_run(run_id: str, status: str, tags: Mapping[str, str] | None = None) -> None:
+    """Mark a run ended (KILLED for a killed attempt's), with tags saying why."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, key, _cut(str(value), _TAG_MAX))
+    client.set_terminated(run_id, status)
+
+
 def get_alias(name: str, alias: str) -> VersionRef | None:
     """The version an alias points at, or None if the model or the alias does not exist."""
     from mlflow import MlflowClient

@@ -42,3 +42,28 @@ def test_the_file_gets_the_usual_mode_not_a_private_one(tmp_path: Path) -> None:
     finally:
         os.umask(umask)
     assert (tmp_path / "metrics.prom").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_writer_killed_mid_write_leaves_the_old_file_and_the_next_write_sweeps_its_temp(
+        tmp_path: Path) -> None:
+    """SIGKILL between the temporary file and the rename: the target is intact; the stray temporary
+    file (named after the dead process) goes with the next write of that file; a live writer's stays."""
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "evaluation.json"
+    atomic.write_json(path, {"version": "1"})
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, signal, sys; from pathlib import Path; from glue import atomic\n"
+        "atomic._fsync = lambda p: os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"atomic.write_json(Path({str(path)!r}), {{'version': '2', 'pad': 'x' * 100000}})")])
+    assert killed.returncode == -signal.SIGKILL
+    left = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1 and left[0].stat().st_size > 100000  # the whole new body, never renamed
+    assert json.loads(path.read_text()) == {"version": "1"}
+    live = tmp_path / f".evaluation.json.{os.getpid()}.feedbeef.tmp"  # a writer still at work
+    live.write_text("busy")
+    atomic.write_json(path, {"version": "3"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "evaluation.json"]
+    assert atomic.remove_leftovers(tmp_path) == []  # the live one is never taken
