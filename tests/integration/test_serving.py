@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -342,8 +343,33 @@ def test_not_ready_without_a_champion(project: Settings, known: pd.DataFrame) ->
 # --- the loop around it -------------------------------------------------------------------------------
 
 
-def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd.DataFrame) -> None:
-    """`glue serve` keeps answering while champion moves to a new version, and survives a bad one."""
+@pytest.fixture(scope="module")
+def other_fraud_version(project: Settings) -> str:
+    """A second fraud-detector version that scores the same rows differently: a logistic regression
+    trained by `glue train`'s own function on the same features (the champion is boosted trees).
+
+    Why: a hot reload between two identical models proves nothing about which one answered.
+    Training gives it the challenger alias; the tests that use a challenger set their own.
+    """
+    from glue import training
+    from tests.conftest import one_openmp_thread
+
+    spec = project.model(FRAUD)
+    linear = spec.model_copy(update={"estimator": spec.estimator.model_copy(
+        update={"type": "logistic_regression", "params": {"C": 0.05}})})
+    with one_openmp_thread():
+        return training.train(project, linear).version
+
+
+@pytest.mark.timeout(240)
+def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd.DataFrame,
+                                                     other_fraud_version: str) -> None:
+    """`glue serve` keeps answering while champion moves to a different model, and survives a bad one.
+
+    Every client thread records every failure (an exception or a non-200) in one shared list, so a
+    thread that dies cannot hide one; every answer's score is checked against the scikit-learn
+    model of the version named in the answer, on the features the prediction log says it got.
+    """
     import httpx
 
     port = _free_port()
@@ -353,32 +379,52 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     stop = threading.Event()
-    seen: list[list[tuple[int, str]]] = [[] for _ in range(4)]
-    spend_seen: list[int] = []
+    seen: list[list[dict[str, Any]]] = [[] for _ in range(4)]  # per thread: each answer, in order
+    spend_ids: list[str] = []
+    failures: list[str] = []  # every exception or non-200 of every client thread
     before = mlflow.get_alias(FRAUD, contract.CHAMPION)
     assert before is not None
+    new = other_fraud_version
     try:
         _wait_http_ready(url, server)
 
-        def hammer(out: list[tuple[int, str]], offset: int) -> None:
-            with httpx.Client(base_url=url, timeout=10) as http:
-                i = offset
-                while not stop.is_set():
-                    answer = http.post(FRAUD_ROUTE, json=_txn(known.iloc[i % len(known)]))
-                    out.append((answer.status_code, answer.json().get("model", {}).get("version", "")))
-                    if offset == 0:  # the other model keeps answering meanwhile
-                        row = {"customer_id": int(known.iloc[i % len(known)].customer_id)}
-                        spend_seen.append(http.post(SPEND_ROUTE, json=row).status_code)
-                    i += 1
+        def post(http: httpx.Client, route: str, row: dict[str, Any]) -> dict[str, Any] | None:
+            try:
+                answer = http.post(route, json=row)
+                if answer.status_code != 200:
+                    failures.append(f"{route} HTTP {answer.status_code}: {answer.text[:300]}")
+                    return None
+                return answer.json()
+            except Exception as exc:  # recorded, never lost with the thread
+                failures.append(f"{route} {type(exc).__name__}: {exc}")
+                return None
+
+        def hammer(out: list[dict[str, Any]], offset: int) -> None:
+            try:
+                with httpx.Client(base_url=url, timeout=10) as http:
+                    i = offset
+                    while not stop.is_set():
+                        row = _txn(known.iloc[i % len(known)])
+                        if (body := post(http, FRAUD_ROUTE, row)) is not None:
+                            (p,) = body["predictions"]
+                            out.append({"request_id": body["request_id"], "version": p["model_version"],
+                                        "score": p["score"], "transaction_id": p["transaction_id"]})
+                        if offset == 0:  # the other model keeps answering meanwhile
+                            spend = {"customer_id": row["customer_id"]}
+                            if (body := post(http, SPEND_ROUTE, spend)) is not None:
+                                spend_ids.append(body["request_id"])
+                        i += 1
+            except BaseException as exc:
+                failures.append(f"client thread {offset} died: {type(exc).__name__}: {exc}")
+                raise
 
         threads = [threading.Thread(target=hammer, args=(seen[k], k * 7)) for k in range(4)]
         for t in threads:
             t.start()
         time.sleep(1.0)
-        new = _copy_of_champion(project)
         mlflow.set_alias(FRAUD, contract.CHAMPION, new)
         deadline = time.monotonic() + 30
-        while not any(v == new for part in seen for _, v in part[-5:]):
+        while not any(a["version"] == new for part in seen for a in part[-5:]):
             assert time.monotonic() < deadline, "the server never switched to the new champion"
             time.sleep(0.05)
         time.sleep(0.5)
@@ -390,6 +436,7 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
         stop.set()
         for t in threads:
             t.join(timeout=30)
+        assert not any(t.is_alive() for t in threads), "a client thread hangs"
         metrics = httpx.get(f"{url}/metrics").text
         ready = httpx.get(f"{url}/ready").json()
     finally:
@@ -402,18 +449,46 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
             server.kill()
             output, _ = server.communicate()
 
+    assert failures == [], f"{len(failures)} requests failed during the switch: {failures[:5]}"
     answers = [a for part in seen for a in part]
     assert len(answers) > 50
-    assert [a for a in answers if a[0] != 200] == [], "requests failed during the switch"
-    assert spend_seen and set(spend_seen) == {200}
+    assert spend_ids
     for part in seen:  # each client moves from the old version to the new one, never back
-        versions = [v for _, v in part]
+        versions = [a["version"] for a in part]
         assert set(versions) == {before.version, new}
         assert versions[0] == before.version and versions[-1] == new
         assert versions.index(new) == len(versions) - versions[::-1].index(before.version)
     assert ready["models"][FRAUD]["version"] == new  # the broken version was not taken
     assert f'glue_serve_model_reloads_total{{alias="champion",model="{FRAUD}",result="failed"}}' in metrics
     assert f"could not load {FRAUD} version {broken}" in output
+
+    # the log, written to the end when the server stopped: one line per answer, nothing more
+    fraud_ids = {a["request_id"] for a in answers}
+    logged = _log_lines(project, fraud_ids | set(spend_ids), want=len(answers) + len(spend_ids), timeout=0)
+    by_id = {r["request_id"]: r for r in logged if r["model_name"] == FRAUD}
+    assert len(logged) == len(answers) + len(spend_ids) and set(by_id) == fraud_ids
+    assert sorted(r["request_id"] for r in logged if r["model_name"] == SPEND) == sorted(spend_ids)
+
+    # every score is its version's own prediction on the features it got; the two versions differ
+    reference = {v: _sklearn_scores(v, [by_id[a["request_id"]] for a in answers])
+                 for v in (before.version, new)}
+    for k, a in enumerate(answers):
+        line = by_id[a["request_id"]]
+        assert line["model_version"] == a["version"]
+        assert line["request"]["transaction_id"] == a["transaction_id"]
+        assert line["score"] == a["score"]
+        assert a["score"] == pytest.approx(reference[a["version"]][k], rel=0, abs=1e-9), a
+    gap = np.abs(reference[before.version] - reference[new])
+    assert np.median(gap) > 1e-3, "the two versions score alike: the switch would prove nothing"
+
+
+def _sklearn_scores(version: str, lines: list[dict[str, Any]]) -> np.ndarray:
+    """P(positive) of one fraud-detector version's scikit-learn model on logged feature rows."""
+    ref = mlflow.get_version(FRAUD, version)
+    columns = contract.feature_columns(ref.tags)
+    x = pd.DataFrame([[np.nan if (v := line["features"][c]) is None else v for c in columns]
+                      for line in lines], columns=columns, dtype=float)
+    return mlflow.load_sklearn_model(ref.uri).predict_proba(x)[:, 1]
 
 
 def test_shadow_mode_logs_the_challenger_and_answers_with_the_champion(
