@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +309,55 @@ def test_bad_input_gets_a_4xx_naming_the_field(project: Settings, known: pd.Data
         metrics = client.get("/metrics").text
     assert f'glue_serve_errors_total{{code="INVALID_PARAMETER_VALUE",model="{FRAUD}"}}' in metrics
     assert f'glue_serve_requests_total{{route="{FRAUD_ROUTE}",status="413"}} 2.0' in metrics
+
+
+def test_chunked_body_without_length_is_capped(project: Settings, known: pd.DataFrame) -> None:
+    """`serving.max_body_bytes` holds for a chunked body (no Content-Length): 413 once the limit passes.
+
+    Over real HTTP (uvicorn with httptools, as `glue serve` runs it, here in a thread): TestClient
+    reads a body whole before the app sees it, which would hide whether the app stops reading. A
+    body that never ends is answered 413 while the client is still sending it.
+    """
+    import httpx
+
+    limit = 4096
+    app = serving.create_app(project, serving.ServingParams(poll_seconds=0.2, max_body_bytes=limit))
+    json_type = {"content-type": "application/json"}
+    good = json.dumps({"instances": [_txn(known.iloc[0])]}).encode()
+
+    def pieces(data: bytes, size: int) -> Iterator[bytes]:
+        yield from (data[i:i + size] for i in range(0, len(data), size))
+
+    with _uvicorn(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        _wait_http_ready(url)
+        small = http.post(FRAUD_ROUTE, content=pieces(good, 50), headers=json_type)  # chunked, in limit
+        assert small.status_code == 200, small.text
+        assert small.request.headers["transfer-encoding"] == "chunked"
+
+        spaces = (b" " * 4096 for _ in range(1024))  # 4 MiB, a thousand times the limit
+        big = http.post(FRAUD_ROUTE, content=spaces, headers=json_type)
+        assert "content-length" not in big.request.headers
+        assert big.status_code == 413, big.text
+        assert big.json()["field"] == "body" and f"over {limit} bytes" in big.json()["message"]
+        assert http.get("/health").status_code == 200  # the same keep-alive connection goes on
+
+        # a chunked body that never ends: the answer comes while the client is still sending
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(f"POST {FRAUD_ROUTE} HTTP/1.1\r\nHost: {host}\r\ncontent-type: application/json\r\n"
+                        "transfer-encoding: chunked\r\n\r\n".encode())
+            raw.settimeout(0.05)
+            answer, chunks, deadline = b"", 0, time.monotonic() + 20
+            while b'"field":"body"' not in answer:
+                assert time.monotonic() < deadline, answer
+                raw.sendall(b"400\r\n" + b" " * 1024 + b"\r\n")  # 1 KiB chunks, never the last one
+                chunks += 1
+                try:
+                    answer += raw.recv(65536)
+                except TimeoutError:
+                    pass
+        assert answer.startswith(b"HTTP/1.1 413 "), answer
+        assert b"RESOURCE_LIMIT_EXCEEDED" in answer and chunks > limit // 1024
 
 
 def test_unknown_entities_can_be_scored_when_configured(project: Settings, known: pd.DataFrame) -> None:
@@ -631,12 +681,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_http_ready(url: str, server: subprocess.Popen, timeout: float = 90.0) -> None:
+def _wait_http_ready(url: str, server: subprocess.Popen | None = None, timeout: float = 90.0) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if server.poll() is not None:
+        if server is not None and server.poll() is not None:
             raise AssertionError(f"glue serve exited: {server.stdout.read() if server.stdout else ''}")
         try:
             if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
@@ -645,3 +695,20 @@ def _wait_http_ready(url: str, server: subprocess.Popen, timeout: float = 90.0) 
             pass
         time.sleep(0.2)
     raise AssertionError("glue serve did not become ready")
+
+
+@contextmanager
+def _uvicorn(app: Any) -> Iterator[str]:
+    """Serve `app` over real HTTP with uvicorn (as `glue serve` does) on a thread; yields its URL."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
