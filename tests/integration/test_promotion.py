@@ -1,11 +1,14 @@
 """The gate against a real SQLite MLflow: first model, better, worse, and a concurrent change, for
-the binary fraud model and the regression customer-spend model (lower RMSE is better)."""
+the binary fraud model and the regression customer-spend model (lower RMSE is better); two gates
+promoting at the same moment from two processes."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -255,3 +258,77 @@ def test_a_person_approves_where_the_model_asks_for_one(tmp_project: Path) -> No
     tags = mlflow.get_version(MODEL, worse.version).tags
     assert tags["glue.gate.decision"] == "rejected"
     assert card(worse.run_id)["approver"] == contract.AUTOMATIC_APPROVER
+
+
+def _promote_in_another_process(project_dir: str, comparison: dict, barrier: Any, answers: Any) -> None:
+    """One gate's promotion in its own process, started together with another's by `barrier`.
+
+    The registry is made slow between the champion's re-read and the alias move (a second's
+    sleep before `set_alias`, as a busy registry server would be): without the promotion lock both
+    gates would read the same champion and both would move the alias.
+    """
+    import time
+
+    os.environ["GLUE_PROJECT_DIR"] = project_dir
+    from glue.adapters import mlflow
+    from glue.settings import get_settings
+
+    settings = get_settings()
+    set_alias = mlflow.set_alias
+
+    def slow_set_alias(*args: str) -> None:
+        time.sleep(1.0)
+        set_alias(*args)
+
+    mlflow.set_alias = slow_set_alias
+    barrier.wait(timeout=120)
+    result = promotion.promote(settings, settings.model(MODEL), promotion.Comparison.from_json(comparison))
+    answers.put((result.challenger_version, result.promoted, result.reason))
+
+
+@pytest.mark.slow
+def test_two_gates_at_once_promote_exactly_one(tmp_project: Path) -> None:
+    """Two challengers, each compared with the same champion and both better, promoted by two
+    processes at the same moment (a barrier after the comparison): exactly one becomes champion,
+    the other is recorded as stale and names the champion that got there first."""
+    import multiprocessing
+
+    from glue.adapters import mlflow
+    from glue.settings import get_settings
+
+    settings = get_settings()
+    model = settings.model(MODEL)
+    frame = synthetic_frame()
+    modest_frame = dataclasses.replace(frame, feature_columns=["amount", "channel", "card_present"])
+    modest = training.train(settings, _with_estimator(model, EstimatorSpec(type="logistic_regression")),
+                            modest_frame)
+    assert promotion.evaluate_and_promote(settings, model, frame).promoted
+    comparisons = {}
+    for seed in (42, 7):  # two strong challengers, each judged against the modest champion
+        strong = training.train(settings, model.model_copy(update={"random_state": seed}), frame)
+        comparison = promotion.compare(settings, model, frame)
+        assert comparison.decision.passed and comparison.champion.version == modest.version
+        comparisons[strong.version] = comparison.to_json()
+
+    spawn = multiprocessing.get_context("spawn")
+    barrier, answers = spawn.Barrier(2), spawn.Queue()
+    workers = [spawn.Process(target=_promote_in_another_process,
+                             args=(str(tmp_project), comparison, barrier, answers))
+               for comparison in comparisons.values()]
+    for worker in workers:
+        worker.start()
+    results = {version: (promoted, reason) for version, promoted, reason in
+               (answers.get(timeout=180) for _ in workers)}
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+
+    promoted = [version for version, (ok, _) in results.items() if ok]
+    assert len(promoted) == 1, results
+    (winner,), (loser,) = promoted, [v for v in results if v not in promoted]
+    assert mlflow.get_alias(MODEL, contract.CHAMPION).version == winner
+    assert f"champion changed concurrently (was {modest.version}, now {winner})" in results[loser][1]
+    tags = mlflow.get_version(MODEL, loser).tags
+    assert tags["glue.gate.decision"] == "stale" and "glue.gate.promoted_at" not in tags
+    assert mlflow.get_version(MODEL, winner).tags["glue.gate.decision"] == "passed"
+    assert mlflow.get_version(MODEL, modest.version).tags["glue.gate.replaced_by"] == winner
