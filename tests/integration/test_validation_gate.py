@@ -170,3 +170,50 @@ def test_the_same_data_and_rules_give_the_same_bytes(raw_dir: Path, tmp_project:
     assert result["latest_allowed"] == "validation time + 300 s"
     bounds = [r["expectation_config"]["kwargs"].get("max_value") for r in result["results"]]
     assert "validation time + 300 s" in bounds
+
+
+def test_incremental_validation_checks_a_changed_batch_and_changed_rules_again(
+        raw_dir: Path, tmp_project: Path) -> None:
+    """The fingerprint (the batch's bytes and the rules' digest, in its result JSON) skips only what
+    cannot have changed: an untouched batch under the same rules. A batch whose bytes changed after
+    it was accepted is checked again (and rejected, its accepted copy removed); changed rules check
+    every batch again. Re-checked files are new files (a new inode); skipped ones are untouched."""
+    settings = load_settings()
+    shutil.copytree(raw_dir, settings.raw_dir)
+    results = settings.validated_dir / "results"
+
+    def written() -> dict[str, int]:  # file -> inode: an atomic rewrite makes a new one
+        return {p.name: p.stat().st_ino for folder in (results, settings.validated_events_dir)
+                for p in folder.iterdir()}
+
+    assert validate_batches(settings).rows_accepted > 0
+    first = written()
+    assert len(first) == 2 * SMALL.days
+    validate_batches(settings)  # nothing changed: nothing checked again
+    assert written() == first
+
+    changed = settings.raw_events_dir / f"{DAY}.parquet"
+    df = pd.read_parquet(changed)
+    df.loc[0, "amount"] = -1.0  # the accepted day's bytes change (a late correction gone wrong)
+    df.to_parquet(changed, index=False)
+    with pytest.raises(ValidationFailed, match="column 'amount'"):
+        validate_batches(settings)
+    after = written()
+    assert f"{DAY}.parquet" not in after and f"{DAY}.json" not in after  # no stale acceptance
+    assert after == {k: v for k, v in first.items() if not k.startswith(DAY)}  # the rest skipped
+
+    shutil.copy2(raw_dir / "transactions" / f"{DAY}.parquet", changed)  # the bytes restored
+    validate_batches(settings)
+    restored = written()
+    assert restored[f"{DAY}.json"] != first[f"{DAY}.json"]
+    assert {k: v for k, v in restored.items() if not k.startswith(DAY)} == after
+
+    params_file = tmp_project / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["validation"]["columns"]["channel"]["allowed"] = ["online", "in_store"]  # atm now refused
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    get_settings.cache_clear()
+    with pytest.raises(ValidationFailed, match="channel") as err:
+        validate_batches(load_settings())
+    assert f"{SMALL.days} of {SMALL.days} batches failed" in str(err.value)  # every batch re-checked
+    assert list(settings.validated_events_dir.iterdir()) == [] and list(results.iterdir()) == []
