@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from glue.serving.config import ServingParams, all_serving_params
 from glue.serving.schema import ServingError, bad_request
@@ -72,6 +73,7 @@ def create_app(settings: Settings, params: ServingParams | Mapping[str, ServingP
     app = FastAPI(title="glue scoring", version="2", lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # 404, 405: MLflow-style too
     names = list(service.endpoints)
     routes = [r for name in names for r in model_routes(name)]
     single = _SINGLE_ROUTES if len(names) == 1 else ()
@@ -92,8 +94,8 @@ def create_app(settings: Settings, params: ServingParams | Mapping[str, ServingP
             except Exception as exc:
                 log.exception("request %s to %s failed", request_id, endpoint.name)
                 endpoint.count_error("INTERNAL_ERROR")
-                return JSONResponse({"error_code": "INTERNAL_ERROR", "request_id": request_id,
-                                     "message": f"{type(exc).__name__}: {exc}"}, status_code=500)
+                return _error(ServingError(500, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}"[:500]),
+                              request_id)
             return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json",
                             headers={"x-request-id": request_id})
 
@@ -167,8 +169,24 @@ def routes_of(settings: Settings) -> list[str]:
     return [*routes, "/predict"] if len(names) == 1 else routes
 
 
-def _error(err: ServingError, request_id: str) -> JSONResponse:
-    return JSONResponse(err.body(request_id), status_code=err.status, headers={"x-request-id": request_id})
+def _error(err: ServingError, request_id: str, headers: Mapping[str, str] | None = None) -> Response:
+    """An error answer: ASCII JSON (a lone surrogate echoed from the input cannot break the encoding)."""
+    return Response(json.dumps(err.body(request_id)), status_code=err.status, media_type="application/json",
+                    headers={**(headers or {}), "x-request-id": request_id})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405 (no such path, wrong method) as MLflow-style error bodies."""
+    assert isinstance(exc, StarletteHTTPException)
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    if exc.status_code == 405:
+        err = bad_request(f"method {request.method} not allowed on {request.url.path} "
+                          f"(allowed: {(exc.headers or {}).get('allow', '')})", "method", status=405)
+    elif exc.status_code == 404:
+        err = bad_request(f"no route {request.url.path}", "path", status=404)
+    else:
+        err = bad_request(str(exc.detail), status=exc.status_code)
+    return _error(err, request_id, exc.headers)
 
 
 class _Observe:

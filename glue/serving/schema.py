@@ -63,8 +63,8 @@ class ServingError(Exception):
 
 def bad_request(message: str, field: str | None = None, status: int = 422) -> ServingError:
     """A client error: 400 (not JSON, wrong shape), 413 (too large) or 422 (a field is wrong)."""
-    code = {400: "BAD_REQUEST", 404: "ENDPOINT_NOT_FOUND", 413: "RESOURCE_LIMIT_EXCEEDED"}.get(
-        status, "INVALID_PARAMETER_VALUE")
+    code = {400: "BAD_REQUEST", 404: "ENDPOINT_NOT_FOUND", 405: "BAD_REQUEST",
+            413: "RESOURCE_LIMIT_EXCEEDED"}.get(status, "INVALID_PARAMETER_VALUE")
     return ServingError(status, code, message, field)
 
 
@@ -117,6 +117,9 @@ class RequestSchema:
             payload = json.loads(body)
         except ValueError as exc:
             raise bad_request(f"request body is not JSON: {exc}", status=400) from None
+        except RecursionError:  # arrays or objects nested past the parser's depth
+            raise bad_request("request body is not JSON this server reads: nested too deeply",
+                              status=400) from None
         if isinstance(payload, dict) and INSTANCES in payload:
             extra = sorted(set(payload) - {INSTANCES})
             if extra:
@@ -137,6 +140,10 @@ class RequestSchema:
             parsed = self._rows.validate_python(rows)
         except ValidationError as exc:
             raise _validation_error(exc, prefix, self) from None
+        except UnicodeEncodeError:  # a lone surrogate (a \\udXXX escape): pydantic-core cannot read it
+            where = _not_unicode(rows, prefix)
+            raise bad_request(f"{where}: text with a lone surrogate (an unpaired \\udXXX escape) is not "
+                              "valid Unicode", where) from None
         return [row.__dict__ for row in parsed], prefix is not None
 
     def entity_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -170,6 +177,9 @@ class RequestSchema:
         return out
 
 
+# Feast's fixed-width integer types: the values they hold
+_INT_RANGES: dict[str, tuple[int, int]] = {"Int64": (-(2**63), 2**63 - 1), "Int32": (-(2**31), 2**31 - 1)}
+
 # Feast type name -> what a JSON request carries for it
 _PYTHON_TYPES: dict[str, type] = {
     "Int64": int, "Int32": int, "Float64": float, "Float32": float, "String": str, "Bool": bool,
@@ -178,15 +188,22 @@ _PYTHON_TYPES: dict[str, type] = {
 
 
 def _iso_datetime(value: Any) -> Any:
-    """Only an ISO-8601 string is a date-time in a request (not a number: seconds or milliseconds?)."""
+    """Only an ISO-8601 string is a date-time in a request (not a number: seconds or milliseconds?),
+    and one that exists in UTC (9999-12-31T23:59-14:00 does not: Feast's read would overflow)."""
     if isinstance(value, dt.datetime):
         return value
     if not isinstance(value, str):
         raise ValueError("expected an ISO-8601 date-time string, e.g. 2026-01-16T09:30:00Z")
     try:
-        return dt.datetime.fromisoformat(value)
+        parsed = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"'{value}' is not an ISO-8601 date-time, e.g. 2026-01-16T09:30:00Z") from None
+        raise ValueError(f"'{_short(value)}' is not an ISO-8601 date-time, "
+                         "e.g. 2026-01-16T09:30:00Z") from None
+    try:
+        (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).astimezone(dt.UTC).timestamp()
+    except (OverflowError, ValueError):
+        raise ValueError(f"'{value}' is out of the range of date-times in UTC") from None
+    return parsed
 
 
 def _field(service: str, name: str, kind: str, rule: ColumnRule | None) -> tuple[Any, Any]:
@@ -203,6 +220,9 @@ def _field(service: str, name: str, kind: str, rule: ColumnRule | None) -> tuple
         limits = {k: v for k, v in (("ge", rule.min), ("le", rule.max)) if v is not None}
     if python is float:
         limits["allow_inf_nan"] = False
+    if kind in _INT_RANGES:  # Feast stores these as fixed-width integers: a larger one is no entity
+        low, high = _INT_RANGES[kind]
+        limits["ge"], limits["le"] = max(limits.get("ge", low), low), min(limits.get("le", high), high)
     if python is str and rule is not None and rule.allowed:
         annotated = Literal[tuple(rule.allowed)]  # type: ignore[valid-type]
     if rule is not None and rule.nullable:
@@ -223,9 +243,32 @@ def _validation_error(exc: ValidationError, prefix: str | None, schema: RequestS
                          f"{', '.join(schema.describe())})")
         else:
             message = err["msg"].removeprefix("Value error, ")
-            parts.append(f"{loc}: {message} (got {err.get('input')!r})")
+            parts.append(f"{loc}: {message} (got {_short(repr(err.get('input')))})")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return bad_request("; ".join(parts) + more, _field_name(prefix, errors[0]["loc"]))
+
+
+def _not_unicode(rows: list[Any], prefix: str | None) -> str:
+    """The field (or the name of one) holding text that is not valid Unicode; `body` if none is found."""
+
+    def bad(value: Any) -> bool:
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+
+    for index, row in enumerate(rows):
+        for name, value in (row.items() if isinstance(row, dict) else [("", row)]):
+            if bad(name) or bad(value):
+                field = name if not bad(name) else ascii(name)
+                return _field_name(prefix, (index, field) if field else (index,))
+    return "body"
+
+
+def _short(text: str, limit: int = 100) -> str:
+    """Input echoed in a message, cut: a 1 MB string is not worth sending back."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _field_name(prefix: str | None, loc: tuple[Any, ...]) -> str:
