@@ -55,6 +55,9 @@ TRAIN_SAMPLE = "glue.train_sample"  # the rows the fit saw: all, or a uniform sa
 TASK = "glue.task"  # binary_classification | regression: how to call the model and judge it
 LABEL = "glue.label"  # the label column the model was trained on
 TRAIN_RUN_ID = "glue.train_run_id"  # on the model version: the run whose artifacts are below
+# on the model version: SHA-256 of the model's files as registered (glue.adapters.mlflow), checked
+# before every load, so a model changed in the artifact store after registration is never served
+MODEL_SHA256 = "glue.model_sha256"
 # who is training (glue.training.attempt_key): an Airflow task instance, whose retry is the same
 # attempt, or a process on a host; a retry removes what a killed attempt registered
 TRAIN_ATTEMPT = "glue.train_attempt"

@@ -54,7 +54,7 @@ _SETTINGS_PASSED_ON = (
 
 # Written after a successful `airflow db migrate`; holds what it was migrated for.
 _MIGRATED_STAMP = "glue-db-migrated.json"
-_PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
+_PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"  # pragma: allowlist secret
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glue.contract import FEAST_FEATURES_FILE, MODEL_ARTIFACT
+from glue.contract import FEAST_FEATURES_FILE, MODEL_ARTIFACT, MODEL_SHA256
 from glue.settings import Settings
 
 EVALUATE_PREFIX = "evaluate_"  # mlflow.evaluate's metrics, apart from the ones glue computes itself
@@ -356,15 +356,39 @@ def register_model(model_uri: str, name: str, tags: Mapping[str, str]) -> str:
     """Create a registered model version with its lineage tags in the same call; returns it.
 
     Tags go in with the version (not after it), so a crash cannot leave a version without its
-    lineage record. MLflow 3 links the version to the logged model and its training run.
+    lineage record, nor without the SHA-256 of its files (``glue.model_sha256``) that every load
+    checks. MLflow 3 links the version to the logged model and its training run.
     """
     import mlflow
 
+    with tempfile.TemporaryDirectory() as tmp:
+        digest = model_digest(Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp)))
     version = mlflow.register_model(
         model_uri, name, await_registration_for=60,
-        tags={k: _cut(str(v), _TAG_MAX) for k, v in tags.items()},
+        tags={**{k: _cut(str(v), _TAG_MAX) for k, v in tags.items()}, MODEL_SHA256: digest},
     )
     return str(version.version)
+
+
+def model_digest(folder: Path) -> str:
+    """SHA-256 over a model's files: each relative path and its bytes, in path order.
+
+    Not the ``registered_model_meta`` file MLflow writes into a download through the registry
+    (the model's name and version, which the logged model does not have yet at registration).
+    """
+    import hashlib
+
+    from mlflow.store.artifact.models_artifact_repo import REGISTERED_MODEL_META_FILE_NAME
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*")
+                       if p.is_file() and p.name != REGISTERED_MODEL_META_FILE_NAME):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def running_runs(experiment: str, tags: Mapping[str, str]) -> list[tuple[str, dict[str, str]]]:
@@ -531,10 +555,30 @@ def set_version_tags(name: str, version: str, tags: Mapping[str, str]) -> None:
 
 
 def load_sklearn_model(uri: str) -> Any:
-    """Load a logged scikit-learn model (with ``predict_proba``) from a run or registry URI."""
+    """Load a registered scikit-learn model (``models:/<name>/<version>``) after checking its files.
+
+    Models are loaded from the registry only, and only if their files still have the SHA-256
+    recorded when the version was registered: a model swapped or corrupted in the artifact store
+    is refused (serving keeps the version it has; the gate and batch scoring stop with the reason).
+    A version registered before glue recorded checksums loads with a warning.
+    """
     import mlflow
 
-    return mlflow.sklearn.load_model(uri)
+    from glue.errors import GlueError
+
+    ref = resolve_model_uri(uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(ref.uri, dst_path=tmp))
+        expected, actual = ref.tags.get(MODEL_SHA256), model_digest(local)
+        if expected is None:
+            warnings.warn(f"{uri}: no {MODEL_SHA256} tag (registered before checksums); loaded unchecked",
+                          stacklevel=2)
+        elif actual != expected:
+            raise GlueError(
+                f"{uri}: the model's files in the artifact store ({ref.source}) do not match the "
+                f"checksum recorded at registration ({MODEL_SHA256} {expected[:16]}..., now "
+                f"{actual[:16]}...); refusing to load a model changed after it was registered")
+        return mlflow.sklearn.load_model(str(local))
 
 
 def _ref(mv: Any) -> VersionRef:
