@@ -171,8 +171,8 @@ def routes_of(settings: Settings) -> list[str]:
 
 def _error(err: ServingError, request_id: str, headers: Mapping[str, str] | None = None) -> Response:
     """An error answer: ASCII JSON (a lone surrogate echoed from the input cannot break the encoding)."""
-    return Response(json.dumps(err.body(request_id)), status_code=err.status, media_type="application/json",
-                    headers={**(headers or {}), "x-request-id": request_id})
+    return Response(json.dumps(err.body(request_id), separators=(",", ":")), status_code=err.status,
+                    media_type="application/json", headers={**(headers or {}), "x-request-id": request_id})
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
