@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from glue.errors import GlueError
+from glue.errors import GlueError, service_outage
 
 if TYPE_CHECKING:
     from glue.settings import ModelSpec, RayClusterSettings, Settings
@@ -593,6 +593,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except SystemExit:
         raise
+    except Exception as exc:  # a service that is down is the user's to bring back, not a bug
+        outage = service_outage(exc)
+        if outage is None:
+            raise
+        if _State.debug:
+            traceback.print_exc()
+        click.echo(f"error: {outage}", err=True)
+        sys.exit(outage.exit_code)
 
 
 if __name__ == "__main__":

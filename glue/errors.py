@@ -24,3 +24,50 @@ class ValidationFailed(GlueError):
     """One or more data batches failed the validation gate and were quarantined."""
 
     exit_code = 3
+
+
+class ServiceUnavailable(GlueError):
+    """A service the command needs (the MLflow server, PostgreSQL, Redis) did not answer.
+
+    Exit code 69 (EX_UNAVAILABLE), so a scheduler can tell "retry later" from "fix the input".
+    """
+
+    exit_code = 69
+
+
+def service_outage(exc: BaseException) -> ServiceUnavailable | None:
+    """The outage behind an exception, naming the service and its address; None for anything else.
+
+    The tools raise their own types for a service that is down (requests' ConnectionError inside
+    an MlflowException, redis' ConnectionError, psycopg's OperationalError...). They are told apart
+    by their module and message, so this module still imports nothing heavy.
+    """
+    import os
+    import re
+
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    text = " | ".join(f"{type(e).__module__}.{type(e).__name__}: {e}" for e in chain)
+    lowered = text.lower()
+    refused = any(isinstance(e, (ConnectionError, TimeoutError)) for e in chain) or any(
+        word in lowered for word in ("connection refused", "max retries exceeded", "failed to establish",
+                                     "connection reset", "could not connect", "timed out",
+                                     "server closed the connection", "error 111 connecting"))
+    if not refused:
+        return None
+    address = re.search(r"(\d{1,3}(?:\.\d{1,3}){3}|localhost)['\"]?,? ?(?:port[= ]?|:)(\d+)", text)
+    where = f" at {address.group(1)}:{address.group(2)}" if address else ""
+    reason = str(chain[-1]).splitlines()[0][:300] if chain else ""
+    if "redis" in lowered:
+        service = f"Redis{where} (Feast's online store)"
+    elif "psycopg" in lowered or "postgres" in lowered or "sqlalchemy" in lowered:
+        service = f"PostgreSQL{where}"
+    elif "mlflow" in lowered or "api request to" in lowered:
+        service = f"the MLflow tracking server {os.environ.get('MLFLOW_TRACKING_URI', '')}".rstrip()
+    else:
+        service = f"a service{where}"
+    return ServiceUnavailable(f"{service} is unreachable ({reason}); the command stopped there: run "
+                              "it again once the service is back")
