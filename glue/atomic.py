@@ -71,13 +71,14 @@ def remove_leftovers(folder: Path, name: str = "*") -> list[Path]:
     gone = []
     for tmp in Path(folder).glob(f".{name}.*.tmp"):
         parts = tmp.name.rsplit(".", 3)  # ".<name>", pid, token, "tmp"
-        if len(parts) == 4 and parts[1].isdigit() and not _running(int(parts[1])):
+        if len(parts) == 4 and parts[1].isdigit() and not process_running(int(parts[1])):
             tmp.unlink(missing_ok=True)
             gone.append(tmp)
     return gone
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """Whether a process of this host with that id runs (one of another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

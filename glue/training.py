@@ -317,16 +317,8 @@ def remove_killed_attempts(settings: Settings, model: ModelSpec, attempt: str) -
 
 
 def _process_alive(pid: str) -> bool:
-    """Whether a process of this host with that id runs (an unknown id counts as alive: keep it)."""
-    if not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether the process a run names still runs on this host (an unknown id counts as alive: keep it)."""
+    return not pid.isdigit() or atomic.process_running(int(pid))
 
 
 _MIN_SEGMENT_ROWS = 30  # fewer rows than this: the segment's metrics are noise, reported as such
