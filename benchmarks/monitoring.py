@@ -2,14 +2,14 @@
 
 Target: 1M rows x 20 features under 15 s on 2 cores, with the same verdict as on all rows. The
 check samples each side to the policy's ``max_rows`` (default 100k, see monitoring/reports.py for
-why that is sound); at 1M rows this script also runs the check on every row and compares the
-verdicts feature by feature.
+why that is sound); at every size above it (1M by default) this script also runs the check on
+every row and compares the verdicts feature by feature.
 
 The data: 14 numerical features (normal, log-normal, Poisson counts) and 6 categorical ones;
 the current window shifts 5 of them clearly (past the 0.1 threshold) and 3 slightly (well
 under it), so both a "drifted" and a "not drifted" verdict are exercised on every size.
 
-    uv run python benchmarks/monitoring.py [--sizes 10000,100000,1000000] [--no-full]
+    uv run python benchmarks/monitoring.py [--sizes 10000,100000,1000000] [--no-full] [--json PATH]
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import figure, write_json
 
 # This file is named like the package it measures: drop its folder from the import path, so
 # `import monitoring` finds the project's monitoring/ package, not this script.
@@ -31,6 +33,7 @@ N_NUMERICAL = 14
 N_CATEGORICAL = 6
 CLEAR_SHIFT = {"num_00": 0.4, "num_01": 0.3, "num_02": 0.25, "num_03": 0.2}  # in standard deviations
 SLIGHT_SHIFT = {"num_04": 0.03, "num_05": 0.02, "num_06": 0.02}
+TARGET_SECONDS = 15.0  # 1M rows x 20 features on 2 cores
 
 
 def make_window(rows: int, seed: int, drifted: bool) -> pd.DataFrame:
@@ -71,7 +74,9 @@ def run(rows: int, max_rows: int, out: Path) -> tuple[float, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
-    parser.add_argument("--no-full", action="store_true", help="skip the unsampled 1M-row comparison")
+    parser.add_argument("--no-full", action="store_true",
+                        help="skip the unsampled comparison at the sizes above the policy's max_rows")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write the numbers to this file")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -82,21 +87,21 @@ def main() -> None:
     from monitoring import reports
 
     reports.import_evidently()
-    print(f"import evidently: {time.perf_counter() - start:.1f} s (once per process, not counted below)")
+    import_seconds = time.perf_counter() - start
+    print(f"import evidently: {import_seconds:.1f} s (once per process, not counted below)")
     print(f"{'rows':>9}  {'features':>8}  {'seconds':>7}  {'drifted':>7}  {'share':>5}  verdict")
     with tempfile.TemporaryDirectory() as tmp:
         run(2000, default_max, Path(tmp) / "warmup")
-        results = {}
+        results, seconds_of, full_runs = {}, {}, {}
         for rows in sizes:
             seconds, finding = run(rows, default_max, Path(tmp) / f"{rows}")
-            results[rows] = finding
+            results[rows], seconds_of[rows] = finding, seconds
             print(f"{rows:>9}  {N_NUMERICAL + N_CATEGORICAL:>8}  {seconds:>7.1f}  "
                   f"{len(finding.drifted_columns):>7}  {finding.share:>5.2f}  "
                   f"{'drift' if finding.dataset_drift else 'no drift'}"
                   f"{' (sampled to ' + str(default_max) + ' rows per side)' if rows > default_max else ''}")
-        big = max(sizes)
-        if not args.no_full and big > default_max:
-            seconds, full = run(big, big, Path(tmp) / "full")
+        for big in sorted(rows for rows in sizes if rows > default_max and not args.no_full):
+            seconds, full = run(big, big, Path(tmp) / f"full-{big}")
             sampled = results[big]
             same = (full.dataset_drift == sampled.dataset_drift
                     and full.drifted_columns == sampled.drifted_columns
@@ -107,6 +112,31 @@ def main() -> None:
             worst = max(abs(full.scores[c] - sampled.scores[c]) for c in full.scores)
             print(f"same verdict on all {big} rows as on the sample: {'yes' if same else 'NO'} "
                   f"(drifted: {', '.join(full.drifted_columns)}; largest score difference {worst:.4f})")
+            full_runs[big] = {"seconds": seconds, "same_verdict": same, "largest_score_difference": worst,
+                              "drifted_columns": list(full.drifted_columns), "share": full.share}
+
+    columns = N_NUMERICAL + N_CATEGORICAL
+    figures = [figure("import evidently", import_seconds, "s", note="once per process, not in the checks")]
+    for rows in sizes:
+        finding, full = results[rows], full_runs.get(rows)
+        sampled = rows > default_max
+        name = f"drift check, {rows:,} rows x {columns}"
+        name += f", sampled to {default_max:,}" if sampled else ""
+        verdict = (f"{len(finding.drifted_columns)} drifted: "
+                   f"{'drift' if finding.dataset_drift else 'no drift'}")
+        figures.append(figure(name, seconds_of[rows], "s", limit=("<", TARGET_SECONDS),
+                              peer="the same check on all rows" if full else None,
+                              peer_value=full["seconds"] if full else None,
+                              note=verdict + ("" if sampled else "; no sampling at this size")))
+        if full:
+            figures.append(figure(f"same verdict as on all {rows:,} rows", None, passed=full["same_verdict"],
+                                  note=f"largest score difference {full['largest_score_difference']:.4f}"))
+    write_json(args.json, figures, import_evidently_seconds=import_seconds, max_rows=default_max,
+               columns=columns, target_seconds=TARGET_SECONDS,
+               sampled={rows: {"seconds": seconds_of[rows], "dataset_drift": f.dataset_drift,
+                               "drifted_columns": list(f.drifted_columns), "share": f.share}
+                        for rows, f in results.items()},
+               full=full_runs)
 
 
 if __name__ == "__main__":
