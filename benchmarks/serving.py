@@ -11,14 +11,19 @@ the load generator included, shares the same cores, so the numbers are for the w
 Measured for 1 transaction and for 100 transactions per request: p50 / p99 latency of one client
 sending requests back to back, and throughput (requests/s and transactions/s) of --concurrency
 clients for --seconds. The two stacks must give the same scores; the largest difference is printed.
+The floor beside them: the champion's own scikit-learn ``predict_proba``, in this process, on the
+feature matrix glue serve gave it for the same rows (read back from its prediction log), the same
+batches of 1 and 100; glue serve's scores must equal its.
 
 The project: the current directory if it holds data/ and .glue/ (a built project with a
 champion), else a small one prepared in a temporary directory (20 demo days x 1000 transactions,
 features materialized to SQLite, every model trained with params.yaml and promoted); --fresh forces
-that. The online store is SQLite and Redis (--store), with the same rows.
+that. The online store is SQLite and Redis (--store), with the same rows; the Redis db (--redis) is
+flushed afterwards.
 
     uv run python benchmarks/serving.py [--fresh] [--model fraud-detector] [--requests 1000]
                                         [--concurrency 4] [--seconds 8] [--workers 1] [--no-two-hop] [--keep]
+                                        [--json PATH]
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import figure, write_json
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # Run as a script, this folder is sys.path[0], and benchmarks/monitoring.py would shadow the
@@ -50,6 +56,8 @@ LAST_SNAPSHOT_MORNING = "T09:30:00Z"
 MODEL = "fraud-detector"  # the demo's model with request fields (customer-spend takes a customer_id alone)
 BENCH_DEMO = {"days": 20, "transactions_per_day": 1000, "customers": 3000, "merchants": 200,
               "fraud_rate": 0.03, "label_delay_days": 3}
+REQUEST_KEY = ("customer_id", "merchant_id", "amount", "channel", "card_present")  # a row, in the log
+TARGET_P50_MS, TARGET_P99_MS, TARGET_THROUGHPUT_RATIO = 3.0, 8.0, 2.0  # issue 5, one transaction
 
 
 # --- the project ---------------------------------------------------------------------------------------
@@ -407,6 +415,76 @@ def measure(label: str, make: Callable[[], Any], rows: list[dict[str, Any]], bat
     return out
 
 
+# --- the floor: scikit-learn alone ------------------------------------------------------------------
+
+
+def logged_matrix(name: str, version: str, columns: list[str], rows: list[dict[str, Any]]) -> Any:
+    """The features glue serve gave version `version` for each of `rows`, from its prediction log."""
+    import pandas as pd
+
+    from glue import prediction_log
+    from glue.settings import get_settings
+
+    folder = prediction_log.log_folder(get_settings())
+    seen: dict[tuple, list[Any]] = {}
+    for path in sorted(folder.glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            if r["model_name"] == name and r["model_version"] == version and r["arm"] == "champion":
+                seen[tuple(r["request"].get(k) for k in REQUEST_KEY)] = [r["features"][c] for c in columns]
+    keys = [tuple(row[k] for k in REQUEST_KEY) for row in rows]
+    missing = sum(1 for k in keys if k not in seen)
+    if missing:
+        raise RuntimeError(f"{missing} of {len(rows)} rows have no line in the prediction log ({folder})")
+    return pd.DataFrame([seen[k] for k in keys], columns=columns, dtype=float)
+
+
+def sklearn_floor(name: str, version: str, matrix: Any, args: Any) -> tuple[dict[int, dict[str, float]], Any]:
+    """p50 / p99 of the champion's predict_proba on the same batches as `measure` (one thread), and
+    its scores of the first 100 rows."""
+    from threadpoolctl import threadpool_limits
+
+    from glue.adapters import mlflow
+
+    model = mlflow.load_sklearn_model(mlflow.get_version(name, version).uri)
+    out = {}
+    with threadpool_limits(limits=1):  # as the servers run (OMP_NUM_THREADS=1)
+        for batch in (1, 100):
+            n = args.requests if batch == 1 else max(50, args.requests // 10)
+            frames = [matrix.iloc[s:s + batch] for s in ((i * batch) % (len(matrix) - batch + 1)
+                                                         for i in range(n))]
+            for frame in frames[:50]:  # warm-up
+                model.predict_proba(frame)
+            lat = np.empty(n)
+            for i, frame in enumerate(frames):
+                start = time.perf_counter()
+                model.predict_proba(frame)
+                lat[i] = time.perf_counter() - start
+            out[batch] = {"p50": np.percentile(lat, 50) * 1e3, "p99": np.percentile(lat, 99) * 1e3,
+                          "rps1": n / lat.sum()}
+            one = out[batch]
+            print(f"  {'sklearn':<8} {batch:>4} tx  p50 {one['p50']:7.2f} ms  p99 {one['p99']:7.2f} ms  "
+                  f"{one['rps1']:7.1f} req/s (1 thread, in-process: no HTTP, no feature read)", flush=True)
+        scores = model.predict_proba(matrix.iloc[:100])[:, 1]
+    return out, scores
+
+
+def flush_redis(connection: str) -> None:
+    """Empty the benchmark's Redis db (the rows `feast materialize` wrote), never db 0 or 1."""
+    import redis
+
+    address, *options = connection.split(",")
+    host, _, port = address.partition(":")
+    settings = dict(o.split("=", 1) for o in options if "=" in o)
+    db = int(settings.get("db", 0))
+    if db in (0, 1):  # a user's own prod set (Feast online store, Celery broker)
+        print(f"  Redis db {db} left as it is (not the benchmark's own)")
+        return
+    redis.Redis(host=host or "127.0.0.1", port=int(port or 6379), db=db,
+                password=settings.get("password")).flushdb()
+    print(f"  Redis db {db} flushed")
+
+
 # --- main ----------------------------------------------------------------------------------------------
 
 
@@ -424,7 +502,10 @@ def main() -> None:
     parser.add_argument("--store", choices=("sqlite", "redis", "both"), default="both",
                         help="online store(s) to measure (default: both)")
     parser.add_argument("--redis", default="127.0.0.1:6379,db=15",
-                        help="Feast connection string of the Redis online store (its keys are overwritten)")
+                        help="Feast connection string of the Redis online store (its keys are overwritten, "
+                             "then flushed)")
+    parser.add_argument("--no-sklearn", action="store_true", help="skip the scikit-learn floor")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write the numbers to this file")
     parser.add_argument("--prepare", type=Path, metavar="DIR", help=argparse.SUPPRESS)  # the child's job
     args = parser.parse_args()
     if args.prepare:
@@ -464,9 +545,13 @@ def main() -> None:
                "MLFLOW_REGISTRY_URI": tracking_uri, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
         # glue serve alone on SQLite needs nothing more; anything else needs the benchmark's repos
         sqlite_only = args.no_two_hop and args.store == "sqlite"
+        if not sqlite_only:
+            stack.callback(flush_redis, args.redis)
         yamls = {} if sqlite_only else prepare_stores(root, args.redis, env)
         kinds = ("sqlite", "redis") if args.store == "both" else (args.store,)
         results: dict[tuple[str, str, int], dict[str, float]] = {}
+        one_hop_scores_of: dict[str, list[float]] = {}
+        diffs: dict[str, float] = {}
         for kind in kinds:
             print(f"online store: {kind}" + (f" ({args.redis})" if kind == "redis" else ""), flush=True)
             glue_env = dict(env)
@@ -481,6 +566,7 @@ def main() -> None:
                     results[(kind, "one-hop", batch)] = measure(
                         "one-hop", lambda u=url: OneHop(u, name), rows, batch, args)
                 one_hop_scores = OneHop(url, name).score(OneHop.body(rows[:100]))
+                one_hop_scores_of[kind] = one_hop_scores
             if args.no_two_hop:
                 continue
 
@@ -504,8 +590,74 @@ def main() -> None:
                 two_hop_scores = two.score(two.body(rows[:100]))
             diff = float(np.max(np.abs(np.array(one_hop_scores) - np.array(two_hop_scores))))
             print(f"  same scores on both stacks: largest difference {diff:.2e} over 100 transactions")
+            diffs[kind] = diff
+
+        floor, floor_note, floor_diffs = {}, "", {}
+        if not args.no_sklearn:
+            print("scikit-learn predict_proba of the champion on the features glue serve logged for the "
+                  "same rows:", flush=True)
+            try:
+                matrix = logged_matrix(name, version, columns, rows)
+                floor, floor_scores = sklearn_floor(name, version, matrix, args)
+                floor_diffs = {kind: float(np.max(np.abs(np.array(scores) - floor_scores)))
+                               for kind, scores in one_hop_scores_of.items()}
+                for kind, diff in floor_diffs.items():
+                    print(f"  {kind}: glue serve's scores vs scikit-learn's: largest difference {diff:.2e} "
+                          "over 100 transactions")
+            except Exception as exc:  # noqa: BLE001 - the servers' numbers stand without the floor
+                floor_note = f"not measured: {type(exc).__name__}: {exc}"[:300]
+                print(f"  {floor_note}")
 
         report(results, kinds, args)
+        if args.json:
+            write_json(args.json, figures(results, kinds, floor, floor_diffs, diffs, args, floor_note),
+                       model={"name": name, "version": version, "features": len(columns),
+                              "estimator": spec.estimator.type},
+                       cores=os.cpu_count(), concurrency=args.concurrency, seconds=args.seconds,
+                       requests=args.requests, workers=args.workers,
+                       results={kind: {stack: {batch: out for (k, st, batch), out in results.items()
+                                               if k == kind and st == stack}
+                                       for stack in ("one-hop", "two-hop")} for kind in kinds},
+                       sklearn=floor, sklearn_note=floor_note, score_difference_two_hop=diffs,
+                       score_difference_sklearn=floor_diffs)
+
+
+def figures(results: dict[tuple[str, str, int], dict[str, float]], kinds: tuple[str, ...],
+            floor: dict[int, dict[str, float]], floor_diffs: dict[str, float], diffs: dict[str, float],
+            args: Any, floor_note: str) -> list[dict[str, Any]]:
+    """glue serve beside the two-hop stack and scikit-learn alone, per online store; the targets."""
+    two_hop = "two-hop: feast serve + mlflow models serve"
+    alone = "scikit-learn predict_proba alone (in-process)"
+    out = []
+    for kind in kinds:
+        store = {"sqlite": "SQLite", "redis": "Redis"}[kind]
+        one = results[(kind, "one-hop", 1)]
+        out += [figure(f"glue serve p50, 1 tx, {store}", one["p50"], "ms", limit=("<", TARGET_P50_MS)),
+                figure(f"glue serve p99, 1 tx, {store}", one["p99"], "ms", limit=("<", TARGET_P99_MS))]
+        for batch in (1, 100):
+            a, b = results[(kind, "one-hop", batch)], results.get((kind, "two-hop", batch))
+            if b:
+                out.append(figure(f"glue serve p50, {batch} tx, {store}", a["p50"], "ms",
+                                  peer=f"{two_hop} p50", peer_value=b["p50"]))
+            if batch in floor:
+                out.append(figure(f"glue serve p50, {batch} tx, {store}", a["p50"], "ms", peer=f"{alone} p50",
+                                  peer_value=floor[batch]["p50"], note="the HTTP, Feast read and log on top"))
+            if b:
+                out.append(figure(f"glue serve throughput, {batch} tx, {store}", a["rps"] * batch, "tx/s",
+                                  peer=two_hop, peer_value=b["rps"] * batch,
+                                  ratio_limit=(">=", TARGET_THROUGHPUT_RATIO),
+                                  note=f"{args.concurrency} client threads, {args.seconds:g} s"))
+        failed = sum(results[(kind, "one-hop", batch)]["failed"] for batch in (1, 100))
+        out.append(figure(f"glue serve failed requests, {store}", failed, limit=("<=", 0)))
+        if kind in diffs:
+            out.append(figure(f"glue serve scores vs two-hop, {store}", diffs[kind], limit=("<=", 1e-9),
+                              note="largest difference, 100 transactions"))
+        if kind in floor_diffs:
+            out.append(figure(f"glue serve scores vs scikit-learn, {store}", floor_diffs[kind],
+                              limit=("<=", 1e-9), note="largest difference, 100 transactions"))
+    if floor_note:
+        out.append(figure("scikit-learn floor", None, passed=False, note=floor_note))
+    return out
 
 
 def report(results: dict[tuple[str, str, int], dict[str, float]], kinds: tuple[str, ...], args: Any) -> None:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import figure, write_json
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("bench_serving", Path(__file__).with_name("serving.py"))
@@ -272,8 +273,7 @@ def main() -> None:
     finally:
         if tmp is not None and not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.json, figures(report), **report)
     failed = report["failures"] or report["score_mismatches"] or report["answers_without_log_line"] or (
         report["log_lines_without_answer"] or report["requests_logged_twice"] or report["server_exit_code"])
     sys.exit(1 if failed else 0)
@@ -330,6 +330,30 @@ def soak(root: Path, args: Any) -> dict[str, Any]:
 
 
 SPEC_NAMES = ("params.yaml's estimator", SECOND["type"])
+
+
+def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The soak's checks, each against zero, and its throughput and memory growth."""
+    load = (f"{r['requests']} requests, {r['clients']} clients, {r['workers']} workers, "
+            f"{r['switches']} champion switches")
+    log_ok = not (r["answers_without_log_line"] or r["log_lines_without_answer"]
+                  or r["requests_logged_twice"])
+    mb = [f"{kb / 1024:.0f}" if kb is not None else "-" for kb in (r["rss_start_kb"], r["rss_end_kb"])]
+    return [
+        figure("soak: failed requests", r["failures"], limit=("<=", 0), note=load),
+        figure("soak: scores unlike their version's scikit-learn prediction", r["score_mismatches"],
+               limit=("<=", 0), note=f"tolerance {TOLERANCE:g}; largest difference "
+                                      f"{r['largest_score_difference']:.1e}"),
+        figure("soak: prediction-log lines", r["log_lines"], peer="answers", peer_value=r["answers"],
+               passed=log_ok, note=f"without a line {r['answers_without_log_line']}, without an answer "
+                                   f"{r['log_lines_without_answer']}, twice {r['requests_logged_twice']}"),
+        figure("soak: server exit code after SIGTERM", r["server_exit_code"],
+               passed=r["server_exit_code"] == 0),
+        figure("soak: throughput", r["requests_per_second"], "req/s", note=f"{r['seconds']} s"),
+        figure("soak: RSS growth after the first fifth", r["rss_slope_kb_per_10k_after_warmup"], "KB/10k req",
+               note=f"master + workers {mb[0]} -> {mb[1]} MB; "
+                    f"{r['rss_slope_kb_per_10k']} KB/10k over the whole run"),
+    ]
 
 
 def wait_ready(url: str, server: subprocess.Popen, timeout: float = 180.0) -> None:
