@@ -38,14 +38,16 @@ one process each (so the RSS is per store); "seconds" is the join alone, "wall" 
 
 Every store's frame is compared with duckdb's (sorted the same way, NaN-aware, every column).
 The tables give each size side by side and the growth between the two largest sizes run, in
-seconds and GB per million transactions; --json writes every number for the README.
+seconds and GB per million transactions; --json writes every number for the README, and the
+figures benchmarks/run_all.py tabulates (the main job against its targets, DuckDB's join beside
+each other store's). --pit-timeout stops a store's join that takes longer (Ray's, on two cores).
 
 A size takes about 3 GB of disk per million transactions (data, DVC cache and remote, MLflow
 artifacts), freed after it unless --keep. Develop at small sizes (--sizes 20000).
 
     .venv/bin/python benchmarks/scale.py [--sizes 100000,1000000] [--with-10m] [--model fraud-detector]
                                          [--stores duckdb,file,postgres,ray] [--force-file]
-                                         [--json PATH] [--workdir DIR] [--keep]
+                                         [--pit-timeout SECONDS] [--json PATH] [--workdir DIR] [--keep]
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from _common import figure, write_json
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # Run as a script, this folder is sys.path[0], and benchmarks/monitoring.py would shadow the
 # `monitoring` package that glue.settings imports (in the worker processes).
@@ -85,6 +89,8 @@ KEPT_ENV = ("GLUE_POSTGRES_", "GLUE_RAY_")  # the machine's PostgreSQL; the Ray 
 AFTER_JOB = ("score-batch", "monitor")  # the loop's stages outside dvc.yaml; neither needs the other
 WORKERS = ("entities", "load-postgres", "pit", "compare")
 ENTITY_ROWS = "entity_rows"  # the key of the PIT results that holds the rows joined, not a store
+MAIN_JOB_SECONDS = {1_000_000: 300.0, TEN_MILLION: 2700.0}  # issue 13: 5 min at 1M, aim 45 min at 10M
+STAGE_GB, STAGE_GB_UP_TO = 6.0, 1_000_000  # every stage under 6 GB peak RSS at 1M (and below)
 
 
 @dataclass
@@ -134,16 +140,26 @@ def main_job_stages(project: Path, env: dict[str, str]) -> list[str]:
 # --- measuring -----------------------------------------------------------------------------------
 
 
-def timed(argv: list[str], cwd: Path, env: dict[str, str], log: Path) -> Measure:
-    """Run argv under GNU time -v; its output and errors go to `log`."""
+def timed(argv: list[str], cwd: Path, env: dict[str, str], log: Path,
+          timeout: float | None = None) -> Measure:
+    """Run argv under GNU time -v; its output and errors go to `log`; stopped after `timeout` s."""
     report = log.with_suffix(".time")
     start = time.perf_counter()
+    timed_out = False
     with log.open("w") as out:
         # its own process group: interrupted, the whole stage goes (not only GNU time)
         process = subprocess.Popen([GNU_TIME, "-v", "-o", str(report), *argv], cwd=cwd, env=env, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            process.wait()
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
@@ -160,15 +176,18 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str], log: Path) -> Measure
         killed = "signal 9" in (report.read_text() if report.exists() else "")
         note = (f"exit {completed.returncode}" + (" (killed: OOM?)" if killed else "")
                 + (": " + " | ".join(tail)[-300:] if tail else ""))
+        if timed_out:
+            note = f"stopped after {timeout:.0f} s (--pit-timeout)"
     return Measure(seconds=seconds, rss_gb=rss_gb, ok=completed.returncode == 0, note=note)
 
 
-def worker(mode: str, project: Path, env: dict[str, str], log: Path, **options: str) -> Measure:
+def worker(mode: str, project: Path, env: dict[str, str], log: Path, timeout: float | None = None,
+           **options: str) -> Measure:
     """This script as a worker process (see `run_worker`), measured."""
     argv = [str(BIN / "python"), str(Path(__file__).resolve()), "--worker", mode, "--project", str(project)]
     for key, value in options.items():
         argv += [f"--{key.replace('_', '-')}", value]
-    return timed(argv, project, env, log)
+    return timed(argv, project, env, log, timeout)
 
 
 # --- the main job --------------------------------------------------------------------------------
@@ -199,7 +218,7 @@ def run_stages(project: Path, env: dict[str, str], logs: Path) -> dict[str, Meas
 
 
 def run_pit(project: Path, env: dict[str, str], bench: Path, size: int, stores: list[str], model: str,
-            force_file: bool) -> dict[str, Any]:
+            force_file: bool, timeout: float | None = None) -> dict[str, Any]:
     """The model's entity rows through each store's point-in-time join; frames compared with duckdb's."""
     results: dict[str, Any] = {}
     entities = bench / "entities.parquet"
@@ -219,7 +238,7 @@ def run_pit(project: Path, env: dict[str, str], bench: Path, size: int, stores: 
                     results[store] = extra if isinstance(extra, dict) else {"status": extra}
                     print(f"    {store:<9} {results[store]['status']}", flush=True)
                     continue
-                m = worker("pit", project, store_env, bench / f"pit_{store}.log", model=model,
+                m = worker("pit", project, store_env, bench / f"pit_{store}.log", timeout, model=model,
                            entities=str(entities), out=str(out))
                 result: dict[str, Any] = {"wall_seconds": m.seconds, "rss_gb": m.rss_gb,
                                           "status": "ok" if m.ok else m.note, **(extra or {})}
@@ -635,6 +654,55 @@ def print_pit_table(pit: dict[int, dict[str, Any]], stores: list[str]) -> dict[s
     return growth_rows
 
 
+def figures(stages: dict[int, dict[str, Measure]], pit: dict[int, dict[str, Any]],
+            stores: list[str]) -> list[dict[str, Any]]:
+    """Per size: the main job against its targets, the stages after it, DuckDB's join beside each store's."""
+    out = []
+    for size in sorted(stages):
+        per = stages[size]
+        job = {name: m for name, m in per.items() if name not in AFTER_JOB}
+        failed = [name for name, m in job.items() if not m.ok]
+        limit = MAIN_JOB_SECONDS.get(size)
+        note = f"failed: {failed[0]}: {job[failed[0]].note}" if failed else f"{len(job)} stages"
+        out.append(figure(f"glue run (sum of stages), {size:,} tx", None if failed else
+                          sum(m.seconds for m in job.values()), "s", limit=("<", limit) if limit else None,
+                          passed=False if failed else None, note=note))
+        peak = max((m.rss_gb for m in job.values() if m.ok), default=None)
+        out.append(figure(f"glue run peak RSS, {size:,} tx", peak, "GB",
+                          limit=("<", STAGE_GB) if size <= STAGE_GB_UP_TO else None,
+                          note="the largest single process of any stage"))
+        for name in AFTER_JOB:
+            m = per.get(name)
+            if m is not None:
+                out.append(figure(f"{name}, {size:,} tx", m.seconds if m.ok else None, "s",
+                                  passed=None if m.ok else False,
+                                  note=f"{m.rss_gb:.2f} GB" if m.ok else m.note))
+        joins = pit.get(size, {})
+        duck = joins.get("duckdb", {})
+        rows = joins.get(ENTITY_ROWS, {}).get("rows")
+        name = f"PIT join, duckdb (glue's store), {size:,} tx"
+        if "duckdb" in stores:
+            out.append(figure(name, duck.get("seconds"), "s", passed=None if "seconds" in duck else False,
+                              note=(f"{rows:,} rows, {duck['rss_gb']:.2f} GB" if "seconds" in duck and rows
+                                    else str(duck.get("status", "-")))))
+        for store in stores:
+            if store == "duckdb":
+                continue
+            r = joins.get(store, {})
+            status = str(r.get("status", "-"))
+            if "seconds" in r:
+                note = f"{store}: {r['rss_gb']:.2f} GB, same frame: {r.get('same_frame', '-')}"
+                if "load_seconds" in r:
+                    note += f"; + {r['load_seconds']:.1f} s to load the tables"
+            else:
+                note = status
+            broken = "seconds" not in r and status.startswith(("failed", "load failed", "glue ray start",
+                                                               "exit"))
+            out.append(figure(name, duck.get("seconds"), "s", peer=f"{store} store",
+                              peer_value=r.get("seconds"), passed=False if broken else None, note=note))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"comma-separated ({DEFAULT_SIZES})")
@@ -643,6 +711,8 @@ def main() -> None:
     parser.add_argument("--force-file", action="store_true",
                         help=f"run Feast's file store above {FILE_STORE_LIMIT:,} rows too (OOM at 1M)")
     parser.add_argument("--model", default="fraud-detector", help="whose entity rows the PIT builds use")
+    parser.add_argument("--pit-timeout", type=float, metavar="SECONDS",
+                        help="stop a store's point-in-time join after this long (default: never)")
     parser.add_argument("--json", type=Path, help="write every number here")
     parser.add_argument("--workdir", type=Path, help="where the scratch projects go (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch projects")
@@ -679,7 +749,8 @@ def main() -> None:
         try:
             stages[size] = run_stages(project, env, bench)
             if stages[size].get("features", Measure(0, 0, False)).ok:
-                pit[size] = run_pit(project, env, bench, size, stores, args.model, args.force_file)
+                pit[size] = run_pit(project, env, bench, size, stores, args.model, args.force_file,
+                                    args.pit_timeout)
             else:
                 pit[size] = {s: {"status": "not run (features failed)"} for s in stores}
         finally:
@@ -693,15 +764,11 @@ def main() -> None:
           "GB of the whole process)")
     pit_growth = print_pit_table(pit, stores)
     if args.json:
-        args.json.write_text(json.dumps({
-            "machine": {"host": platform.node(), "cores": os.cpu_count(), "memory_gb": _memory_gb()},
-            "versions": _versions(),
-            "sizes": {size: demo_for(size) for size in sizes},
-            "stages": {size: {n: asdict(m) for n, m in per.items()} for size, per in stages.items()},
-            "stage_growth": stage_growth,
-            "pit": pit,
-            "pit_growth": pit_growth,
-        }, indent=2, default=str))
+        write_json(args.json, figures(stages, pit, stores),
+                   machine={"host": platform.node(), "cores": os.cpu_count(), "memory_gb": _memory_gb()},
+                   versions=_versions(), sizes={size: demo_for(size) for size in sizes},
+                   stages={size: {n: asdict(m) for n, m in per.items()} for size, per in stages.items()},
+                   stage_growth=stage_growth, pit=pit, pit_growth=pit_growth)
         print(f"\nwrote {args.json}")
     if args.keep:
         print(f"kept: {workdir}")
