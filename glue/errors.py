@@ -36,7 +36,17 @@ class ServiceUnavailable(GlueError):
 
 
 def service_outage(exc: BaseException) -> ServiceUnavailable | None:
-    """The outage behind an exception, naming the service and its address; None for anything else.
+    """The outage behind an exception, naming the service and its address; None for anything else."""
+    unreachable = unreachable_service(exc)
+    if unreachable is None:
+        return None
+    return ServiceUnavailable(f"{unreachable}; the command stopped there: run it again once the service "
+                              "is back")
+
+
+def unreachable_service(exc: BaseException) -> str | None:
+    """"<service> at <address> is unreachable (<reason>)" when `exc` comes from a service that is
+    down; None for anything else. The CLI's error (:func:`service_outage`) and glue serve's 503 say it.
 
     The tools raise their own types for a service that is down (requests' ConnectionError inside
     an MlflowException, redis' ConnectionError, psycopg's OperationalError...). They are told apart
@@ -69,5 +79,4 @@ def service_outage(exc: BaseException) -> ServiceUnavailable | None:
         service = f"the MLflow tracking server {os.environ.get('MLFLOW_TRACKING_URI', '')}".rstrip()
     else:
         service = f"a service{where}"
-    return ServiceUnavailable(f"{service} is unreachable ({reason}); the command stopped there: run "
-                              "it again once the service is back")
+    return f"{service} is unreachable ({reason})"

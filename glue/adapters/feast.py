@@ -637,7 +637,35 @@ def open_online_store(settings: Settings) -> FeatureStore:
     if mlflow_cfg is not None and getattr(mlflow_cfg, "auto_log", False):
         mlflow_cfg.auto_log = False
     store.refresh_registry()
+    _fail_fast_on_redis(store)
     return store
+
+
+# A server's read of Redis gives up after this long on a socket (connect or reply).
+SERVING_REDIS_TIMEOUT_SECONDS = 2.0
+
+
+def _fail_fast_on_redis(store: FeatureStore) -> None:
+    """Make a server's Redis reads fail within seconds when Redis is down or hangs.
+
+    redis-py's defaults suit a batch job: a failed command is retried 3 times with exponential
+    backoff up to 10 s, and a socket waits for ever. Under them, every request of a server whose
+    Redis went down hung ~10 s before its 503 (tests/integration/test_store_outages.py). A server
+    keeps one immediate retry (a pooled connection that died with a Redis restart is replaced on
+    it) and a bounded socket timeout; materialization, a batch job, keeps Feast's client as it is.
+    """
+    config = store.config.online_store
+    if "redis" not in str(getattr(config, "type", "")).lower():
+        return
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    online = store._get_provider().online_store  # noqa: SLF001 - Feast offers no public handle
+    client = online._get_client(config)  # noqa: SLF001
+    if hasattr(client, "connection_pool"):  # plain Redis (a cluster client keeps Feast's defaults)
+        client.connection_pool.connection_kwargs.update(socket_timeout=SERVING_REDIS_TIMEOUT_SECONDS,
+                                                        socket_connect_timeout=SERVING_REDIS_TIMEOUT_SECONDS)
+        client.set_retry(Retry(NoBackoff(), 1))
 
 
 def refresh_registry(store: FeatureStore) -> None:

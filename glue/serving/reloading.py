@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from glue import contract
 from glue.contract import CHALLENGER, CHAMPION
-from glue.errors import GlueError
+from glue.errors import GlueError, unreachable_service
 from glue.serving.schema import RequestSchema
 from glue.serving.store import StoreHandle, open_store
 
@@ -201,7 +201,7 @@ class Reloader:
             else:
                 handle.refresh()  # here, so no request pays for an expired cache
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}".strip()[:500]
+            reason = (unreachable_service(exc) or f"{type(exc).__name__}: {exc}").strip()[:500]
             if handle is None:
                 state.store_error = f"cannot open the feature store: {reason}"
             log.warning("feature store: %s", reason)

@@ -30,6 +30,7 @@ import numpy as np
 
 from glue import prediction_log
 from glue.contract import CHALLENGER, CHAMPION
+from glue.errors import unreachable_service
 from glue.scoring import BINARY
 from glue.serving.metrics import Metrics
 from glue.serving.prediction_writer import LogBatch, PredictionLog
@@ -224,7 +225,7 @@ class Endpoint:
         try:
             read = handle.reader(service).read(entity_rows)
         except Exception as exc:  # the store is down, unreadable or misconfigured: not the client's fault
-            reason = f"{type(exc).__name__}: {exc}".strip()[:500]
+            reason = (unreachable_service(exc) or f"{type(exc).__name__}: {exc}").strip()[:500]
             if state.store_error is None:
                 log.warning("feature store read failed: %s", reason)
             state.store_error = f"feature store read failed: {reason}"
