@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,54 +29,12 @@ import pytest
 from glue import contract, features, training
 from glue.settings import Settings, get_settings
 from tests.conftest import build_small_champion_project, copy_project_config, one_openmp_thread
+from tests.private_services import MlflowServer, free_port
 
 SPEND = "customer-spend"
 BIN = Path(sys.executable).parent
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class MlflowServer:
-    """`mlflow server` on one SQLite store; stop() and start() again keep the store."""
-
-    def __init__(self, root: Path) -> None:
-        self.root, self.port = root, _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        log = (self.root / "mlflow-server.log").open("a")
-        self.proc = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.root / 'mlflow-server.db'}",
-             "--default-artifact-root", str(self.root / "mlflow-server-artifacts")],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert self.proc.poll() is None, (self.root / "mlflow-server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.proc = None
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +146,7 @@ def test_serving_answers_from_memory_while_the_registry_is_down_and_follows_it_w
     events = features.read_events(settings)  # customers of the last day are in the online store
     last = events["event_timestamp"] >= events["event_timestamp"].dt.floor("D").max()
     customers = [int(c) for c in events[last]["customer_id"].unique()[:40]]
-    port = _free_port()
+    port = free_port()
     log = settings.state_dir / "serve.log"
     with log.open("w") as out:
         proc = subprocess.Popen([str(BIN / "glue"), "serve", "--port", str(port)], stdout=out,
