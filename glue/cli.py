@@ -357,11 +357,9 @@ def airflow_ui_cmd() -> None:
 
     settings = get_settings()
     proc = airflow.standalone(settings)
-    click.echo(
-        "Airflow UI: http://localhost:8080 (user admin; password in "
-        f"{airflow.password_file(settings)} once started)",
-        err=True,
-    )
+    passwords = airflow.password_file(settings)
+    click.echo("Airflow UI: http://localhost:8080 (user admin; password "
+               + (f"in {passwords} once started)" if passwords else "GLUE_AIRFLOW_ADMIN_PASSWORD)"), err=True)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         sys.exit(proc.wait())

@@ -6,8 +6,8 @@ JWT secret and API address; both need these facts, and neither should import the
 nothing but the standard library, so either can load it at the top.
 
 Credentials are never in the code or the repo: MLflow's admin password, its Flask secret, Airflow's
-admin password and JWT secret come from the environment when set, else are generated once and
-kept in ``<state_dir>/prod/credentials.env`` (mode 0600).
+admin password, JWT secret and Flask (session) secret come from the environment when set, else are
+generated once and kept in ``<state_dir>/prod/credentials.env`` (mode 0600).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ ADMIN = "admin"
 
 # What is generated when the environment does not say; MLFLOW_TRACKING_USERNAME is always ADMIN.
 _SECRETS = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "GLUE_AIRFLOW_ADMIN_PASSWORD",
-            "GLUE_AIRFLOW_JWT_SECRET")
+            "GLUE_AIRFLOW_JWT_SECRET", "GLUE_AIRFLOW_SECRET_KEY")
 
 
 def state_dir(project_dir: Path) -> Path:

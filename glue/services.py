@@ -8,7 +8,7 @@ module creates the databases they need (idempotently) and starts, watches and st
 plain processes:
 
     mlflow            mlflow server --app-name basic-auth, PostgreSQL backend, artifacts proxied
-    airflow-api       airflow api-server (UI and REST API, SimpleAuthManager login)
+    airflow-api       airflow api-server (UI and REST API; FAB auth manager: users and roles)
     airflow-scheduler airflow scheduler (queues task instances to Celery)
     airflow-dags      airflow dag-processor
     airflow-triggerer airflow triggerer
@@ -26,7 +26,6 @@ and artifact store, AIRFLOW_HOME.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -181,9 +180,6 @@ def services(project_dir: Path) -> list[Service]:
     airflow = {**airflow.airflow_env(settings), **env}
     home = Path(airflow["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    passwords = Path(airflow["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
-    passwords.write_text(json.dumps({ADMIN: creds["GLUE_AIRFLOW_ADMIN_PASSWORD"]}) + "\n")
-    os.chmod(passwords, 0o600)
 
     def airflow_service(name: str, args: list[str], ready: Callable[[], bool], address: str = "") -> Service:
         return Service(name=name, command=[_bin("airflow"), *args], env=airflow, ready=ready, address=address)
@@ -214,7 +210,10 @@ def start(project_dir: Path, echo: Callable[[str], None] = print) -> dict[str, s
     echo(f"redis: {check_redis()} answers")
     state = state_dir(project_dir)
     procs = services(project_dir)
-    airflow.init_airflow(load_settings("prod", project_dir))  # `airflow db migrate`, once
+    settings = load_settings("prod", project_dir)
+    airflow.init_airflow(settings)  # `airflow db migrate` (FAB's tables too), once
+    if airflow.ensure_admin_user(settings, ADMIN, credentials(state)["GLUE_AIRFLOW_ADMIN_PASSWORD"]):
+        echo(f"airflow: user {ADMIN} (role Admin) signs in with GLUE_AIRFLOW_ADMIN_PASSWORD")
     for service in procs:
         pid = _pid(state, service.name)
         if pid is not None:

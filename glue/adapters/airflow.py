@@ -55,6 +55,9 @@ _SETTINGS_PASSED_ON = (
 # Written after a successful `airflow db migrate`; holds what it was migrated for.
 _MIGRATED_STAMP = "glue-db-migrated.json"
 _PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"  # pragma: allowlist secret
+# Written once the prod admin user has its password (ensure_admin_user).
+_ADMIN_STAMP = "glue-admin-user.json"
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,6 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
         # Our DAGs are code, not configuration: no need to hide them from the UI until unpaused.
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / _PASSWORDS_FILE),
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "GLUE_PROJECT_DIR": str(settings.project_dir),
@@ -116,6 +118,8 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "2",
             "AIRFLOW__API__HOST": "127.0.0.1",  # a laptop UI, not a service
+            # Airflow's SimpleAuthManager, one generated admin password: a laptop's UI
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / _PASSWORDS_FILE),
         }
     else:
         db = os.environ.get(PROD_DB_ENV, PROD_DB_DEFAULT)
@@ -139,19 +143,24 @@ def airflow_env(settings: Settings) -> dict[str, str]:
 
 
 def airflow_prod_env(project_dir: Path) -> dict[str, str]:
-    """Airflow settings every prod Airflow process shares: one admin user, API address, JWT secret.
+    """Airflow settings every prod Airflow process shares: auth manager, API address, secrets.
 
     Part of the prod profile's :func:`airflow_env`, so `glue airflow` commands, the processes of
-    `glue services` and a user's `airflow` CLI agree on who may do what.
+    `glue services` and a user's `airflow` CLI agree on who may do what. The auth manager is the
+    FAB provider's: users and roles (Admin, Op, User, Viewer, and a team's own) in the metadata DB,
+    managed with `airflow users|roles ...`, the UI's Security menu or its REST API
+    (/auth/fab/v1/users); SimpleAuthManager keeps users in a config string and is meant for
+    development. The JWT secret signs API tokens, the secret key Flask's sessions: every API
+    server process must share both.
     """
     from glue import service_state
 
     creds = service_state.credentials(service_state.state_dir(project_dir))
     url = service_state.airflow_url()
     return {
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{service_state.ADMIN}:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
         "AIRFLOW__API_AUTH__JWT_SECRET": creds["GLUE_AIRFLOW_JWT_SECRET"],
+        "AIRFLOW__API__SECRET_KEY": creds["GLUE_AIRFLOW_SECRET_KEY"],
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": url.rsplit(":", 1)[1],
         "AIRFLOW__API__WORKERS": "1",
@@ -159,6 +168,35 @@ def airflow_prod_env(project_dir: Path) -> dict[str, str]:
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
     }
+
+
+def ensure_admin_user(settings: Settings, username: str, password: str) -> bool:
+    """Make `username` an Admin of the prod auth manager (FAB) signing in with `password`.
+
+    `airflow users create` on the first start (after `airflow db migrate` made FAB's tables);
+    `airflow users reset-password` when the password changed since (a stamp keeps its hash, so an
+    unchanged start costs no Airflow CLI call). Returns whether anything was done.
+    """
+    import hashlib
+
+    env = airflow_env(settings)
+    stamp = Path(env["AIRFLOW_HOME"]) / _ADMIN_STAMP
+    wanted = {"user": username, "db": env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
+              "password_sha256": hashlib.sha256(password.encode()).hexdigest()}
+    try:
+        if json.loads(stamp.read_text()) == wanted:
+            return False
+    except (OSError, ValueError):
+        pass
+    proc = _airflow(["users", "create", "--username", username, "--password", password, "--role", "Admin",
+                     "--firstname", username, "--lastname", "glue", "--email", f"{username}@localhost"], env)
+    if proc.returncode == 0 and "already exist" in proc.stdout + proc.stderr:
+        proc = _airflow(["users", "reset-password", "--username", username, "--password", password], env)
+    if proc.returncode != 0:
+        raise GlueError(f"could not make '{username}' an Airflow admin (exit {proc.returncode}):\n"
+                        f"{_tail(proc.stdout + proc.stderr)}")
+    stamp.write_text(json.dumps(wanted))
+    return True
 
 
 def init_airflow(settings: Settings, *, force: bool = False) -> Path:
@@ -292,9 +330,11 @@ def stop_standalone(proc: subprocess.Popen, grace: float = 30.0) -> int:
     return proc.wait()
 
 
-def password_file(settings: Settings) -> Path:
-    """Where the simple auth manager writes the generated ``admin`` password."""
-    return Path(airflow_env(settings)["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+def password_file(settings: Settings) -> Path | None:
+    """Where the local profile's simple auth manager writes the generated ``admin`` password
+    (None on prod, whose admin signs in with GLUE_AIRFLOW_ADMIN_PASSWORD)."""
+    found = airflow_env(settings).get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
+    return Path(found) if found else None
 
 
 def run_stage(stage: Callable[..., Any], keep: tuple[str, ...] = (), model: str | None = None) -> Any:

@@ -6,8 +6,9 @@ registry and offline store, Airflow) carry the run's prefix, Feast's online stor
 Celery broker each get an empty Redis db claimed for the run, the ports are free ones; all of it is
 removed when the run ends. In order:
 
-1. `glue services start` brings up MLflow (basic auth, proxied artifacts) and Airflow with a Celery
-   worker; anonymous requests to either are refused, the credentials are in a 0600 file;
+1. `glue services start` brings up MLflow (basic auth, proxied artifacts) and Airflow (the FAB auth
+   manager) with a Celery worker; anonymous requests to either are refused, a Viewer reads DAGs but
+   may not trigger one, the credentials are in a 0600 file;
 2. the README's sequence in one project: `glue run` on the local profile, then `glue run` on prod
    (dvc repro re-runs what the prod stores lack): features in PostgreSQL and Redis, the run and
    model in the tracking server, a champion there;
@@ -102,11 +103,14 @@ def _status(url: str, headers: dict[str, str] | None = None, data: bytes | None 
         return err.code, err.read()
 
 
-def _airflow_token(root: Path, env: dict[str, str]) -> str:
-    passwords = root / ".glue" / "airflow" / "simple_auth_manager_passwords.json.generated"
-    password = json.loads(passwords.read_text())["admin"]
+def _airflow_token(root: Path, env: dict[str, str], user: str = "admin", password: str | None = None) -> str:
+    """A JWT of Airflow's auth manager (FAB) for `user` (default the set's admin)."""
+    from glue import service_state
+
+    if password is None:
+        password = service_state.credentials(root / ".glue" / "prod")["GLUE_AIRFLOW_ADMIN_PASSWORD"]
     status, body = _status(f"{_airflow(env)}/auth/token", {"content-type": "application/json"},
-                           json.dumps({"username": "admin", "password": password}).encode())
+                           json.dumps({"username": user, "password": password}).encode())
     assert status in (200, 201), body
     return json.loads(body)["access_token"]
 
@@ -161,6 +165,23 @@ def test_anonymous_requests_are_refused_and_credentials_are_private(
     assert status == 200
     assert {d["dag_id"] for d in json.loads(body)["dags"]} >= {
         "glue_features", "glue_monitoring__fraud-detector", "glue_training__fraud-detector"}
+
+    # Airflow's users and roles are the FAB auth manager's: the admin adds a Viewer through its
+    # REST API; the Viewer reads the DAGs but may not trigger one (403), a wrong password gets 401
+    admin = {"Authorization": f"Bearer {_airflow_token(root, env)}", "content-type": "application/json"}
+    reader = {"username": f"reader-{uuid.uuid4().hex[:6]}", "password": uuid.uuid4().hex}
+    created, body = _status(f"{_airflow(env)}/auth/fab/v1/users", admin, json.dumps(
+        {**reader, "email": f"{reader['username']}@localhost", "first_name": "r", "last_name": "r",
+         "roles": [{"name": "Viewer"}]}).encode())
+    assert created in (200, 201), body
+    as_reader = {"Authorization": f"Bearer {_airflow_token(root, env, **reader)}",
+                 "content-type": "application/json"}
+    assert _status(f"{_airflow(env)}/api/v2/dags", as_reader)[0] == 200
+    refused, body = _status(f"{_airflow(env)}/api/v2/dags/glue_features/dagRuns", as_reader,
+                            json.dumps({"logical_date": None}).encode())
+    assert refused == 403, body
+    assert _status(f"{_airflow(env)}/auth/token", {"content-type": "application/json"},
+                   json.dumps({**reader, "password": "wrong"}).encode())[0] == 401
 
     credentials = root / ".glue" / "prod" / "credentials.env"
     assert stat.S_IMODE(credentials.stat().st_mode) == 0o600

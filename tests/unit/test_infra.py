@@ -88,3 +88,13 @@ def test_compose_and_glue_services_give_mlflow_the_same_default_permission() -> 
     compose = (INFRA / "docker-compose.yml").read_text()
     found = re.findall(r"default_permission = (\w+)", compose)
     assert found == [services.MLFLOW_DEFAULT_PERMISSION] == ["NO_PERMISSIONS"]
+
+
+def test_compose_and_glue_services_give_airflow_the_same_auth_manager() -> None:
+    """One prod service set: users and roles of the FAB auth manager in both, nothing of SimpleAuthManager."""
+    from glue.adapters import airflow
+
+    env = COMPOSE["x-airflow-env"]
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"] == airflow.FAB_AUTH_MANAGER
+    assert not [name for name in env if "SIMPLE_AUTH_MANAGER" in name]
+    assert "airflow users create --role Admin" in " ".join(COMPOSE["services"]["airflow-init"]["command"])
