@@ -33,6 +33,21 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+# The suite runs on every core (pytest-xdist, pyproject.toml), one test file per worker at a time
+# (module fixtures build a project once), files handed out in collection order. The folders whose
+# files run minutes each go first, so the workers do not end waiting on one long file started last.
+_FOLDERS_LONGEST_FIRST = ("e2e", "prod", "ray", "browser", "integration", "unit")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Collection order by folder, longest-running first; within a folder, as collected."""
+    def rank(item: pytest.Item) -> int:
+        folder = Path(item.path).parent.name
+        return _FOLDERS_LONGEST_FIRST.index(folder) if folder in _FOLDERS_LONGEST_FIRST else 0
+
+    items.sort(key=rank)  # stable: a module's tests stay together and in order
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Give back what the run took: its prefixed databases and claimed Redis dbs (tests/services.py)."""
     services.release_all()

@@ -2,10 +2,10 @@
 
 The fresh-machine rule: PostgreSQL holds only its default databases and Redis only what others put
 there. A test run that needs a database or a Redis db makes it here, named with the run's prefix
-(``GLUE_TEST_PREFIX``, default ``glue_test_<random>_``), and removes it when the run ends
-(tests/conftest.py calls :func:`release_all` at session finish). A Redis db is claimed by writing an
-owner key into an empty one, so two runs on one machine never share a db, and a user's own prod
-set (database ``feast``, Redis db 0) is never touched.
+(``GLUE_TEST_PREFIX``, default ``glue_test_<random>_``, then the xdist worker's id), and removes it
+when the run ends (tests/conftest.py calls :func:`release_all` at session finish). A Redis db is
+claimed by writing an owner key into an empty one, so two runs on one machine never share a db, and
+a user's own prod set (database ``feast``, Redis db 0) is never touched.
 
 `.ci/run` checks afterwards that nothing of its prefix is left::
 
@@ -29,7 +29,11 @@ _FIRST_REDIS_DB = 2  # 0 and 1 are the defaults of a user's own prod set (Feast 
 
 if not os.environ.get(PREFIX_ENV):
     os.environ[PREFIX_ENV] = f"glue_test_{uuid.uuid4().hex[:8]}_"
-PREFIX = os.environ[PREFIX_ENV]
+# Under pytest-xdist each worker process (gw0, gw1...) takes and gives back its own share: its
+# names carry the run's prefix, then the worker's, so one worker's release never drops another's
+# databases while it still runs, and the run's --check still finds them all.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+PREFIX = os.environ[PREFIX_ENV] + (f"{_WORKER}_" if _WORKER else "")
 
 _claimed_redis: list[int] = []
 
@@ -91,7 +95,7 @@ def leftovers(prefix: str) -> list[str]:
                 (prefix.replace("_", r"\_") + "%",)).fetchall()]
     try:
         for db in range(_redis_db_count()):
-            if redis.Redis(*REDIS, db=db).get(OWNER_KEY) == prefix.encode():
+            if (redis.Redis(*REDIS, db=db).get(OWNER_KEY) or b"").startswith(prefix.encode()):
                 left.append(f"redis db {db}")
     except redis.exceptions.ConnectionError:
         pass
