@@ -57,7 +57,8 @@ _MIGRATED_STAMP = "glue-db-migrated.json"
 _PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"  # pragma: allowlist secret
 # Written once the prod admin user has its password (ensure_admin_user).
 _ADMIN_STAMP = "glue-admin-user.json"
-FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+# FAB's auth manager, approvers by user name (glue/adapters/airflow_auth.py)
+FAB_AUTH_MANAGER = "glue.adapters.airflow_auth.GlueFabAuthManager"
 
 
 @dataclass(frozen=True)

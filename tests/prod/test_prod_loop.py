@@ -174,8 +174,8 @@ def test_anonymous_requests_are_refused_and_credentials_are_private(
         {**reader, "email": f"{reader['username']}@localhost", "first_name": "r", "last_name": "r",
          "roles": [{"name": "Viewer"}]}).encode())
     assert created in (200, 201), body
-    as_reader = {"Authorization": f"Bearer {_airflow_token(root, env, **reader)}",
-                 "content-type": "application/json"}
+    token = _airflow_token(root, env, reader["username"], reader["password"])
+    as_reader = {"Authorization": f"Bearer {token}", "content-type": "application/json"}
     assert _status(f"{_airflow(env)}/api/v2/dags", as_reader)[0] == 200
     refused, body = _status(f"{_airflow(env)}/api/v2/dags/glue_features/dagRuns", as_reader,
                             json.dumps({"logical_date": None}).encode())
