@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+FIRST_ROUND_WAIT_SECONDS = 120.0  # the longest a worker waits for its first load before it serves
 _SERVICE_ROUTES = ("/health", "/ping", "/ready", "/version", "/metrics")
 _SINGLE_ROUTES = ("/predict", "/invocations")  # a one-model project's routes
 
@@ -47,7 +48,8 @@ def model_routes(name: str) -> tuple[str, str]:
 
 def create_app(settings: Settings, params: ServingParams | Mapping[str, ServingParams] | None = None
                ) -> FastAPI:
-    """The scoring app of every model; models and the Feast store load in the background after startup.
+    """The scoring app of every model; models and the Feast store load on a background thread, the
+    first round before the app takes requests.
 
     `params`: every model's policy (default: each model's ``serving:`` and GLUE_SERVE_*), or one
     policy for all of them.
@@ -65,6 +67,12 @@ def create_app(settings: Settings, params: ServingParams | Mapping[str, ServingP
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
         service.start()
+        # Take requests once the first load round is over (loaded, or failed and said why in
+        # /ready): with `--workers N` the workers share one socket, and a worker that accepted
+        # before its first load answered 503 "no model loaded yet" while the others were ready
+        # (3 of 10,000 requests of benchmarks/soak.py at start-up). Bounded: a registry that hangs
+        # does not keep the server from starting.
+        await run_in_threadpool(service.first_round.wait, FIRST_ROUND_WAIT_SECONDS)
         try:
             yield
         finally:

@@ -146,13 +146,18 @@ class Reloader:
     def poll_seconds(self) -> float:
         return min(m.params.poll_seconds for m in self.state.models.values())
 
-    def run(self, stop: Any) -> None:
-        """Poll until `stop` (a threading.Event) is set: the reloader thread's body."""
+    def run(self, stop: Any, first_round: Any = None) -> None:
+        """Poll until `stop` (a threading.Event) is set: the reloader thread's body. `first_round`
+        (an Event) is set once the first round is over, loaded or not."""
         from glue.adapters import mlflow
 
         mlflow.configure(self.settings)
         while not stop.is_set():
-            self.poll_once()
+            try:
+                self.poll_once()
+            finally:
+                if first_round is not None:
+                    first_round.set()
             stop.wait(self.poll_seconds)
 
     def poll_once(self) -> None:

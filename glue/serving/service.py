@@ -63,6 +63,7 @@ class ScoringService:
         self.endpoints = {name: Endpoint(self, model) for name, model in self.state.models.items()}
         self.reloader = Reloader(settings, self.state, self.metrics)
         self._stop = threading.Event()
+        self.first_round = threading.Event()  # set when the reloader's first round is over
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle
@@ -71,7 +72,7 @@ class ScoringService:
         """Background threads; the first loads happen on the reloader thread (see /ready)."""
         if any(p.log_predictions for p in self.params.values()):
             self.log.start()
-        self._spawn(lambda: self.reloader.run(self._stop), "glue-serve-reloader")
+        self._spawn(lambda: self.reloader.run(self._stop, self.first_round), "glue-serve-reloader")
         for name, endpoint in self.endpoints.items():
             if endpoint.params.mode == SHADOW:
                 self._spawn(lambda e=endpoint: e.shadow.run(self._stop), f"glue-serve-shadow-{name}")
