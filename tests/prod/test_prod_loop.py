@@ -43,7 +43,7 @@ import pytest
 from tests import services
 from tests.conftest import clone_project
 
-pytestmark = [pytest.mark.prod, pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.prod, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 GLUE = str(Path(sys.executable).with_name("glue"))
 DEMO = {"days": 20, "transactions_per_day": 400, "customers": 800, "merchants": 60, "fraud_rate": 0.04,
