@@ -116,7 +116,7 @@ def run_one(name: str, arguments: list[str], tmp: Path, timeout: float) -> dict[
     argv = [sys.executable, str(HERE / f"{name}.py"), *arguments, "--json", str(out)]
     print(f"\n=== {name}: {' '.join(argv[1:])}", flush=True)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     start = time.perf_counter()
     # its own session: a timeout or Ctrl-C stops the benchmark's whole process tree, servers included
     process = subprocess.Popen([GNU_TIME, "-v", "-o", str(report), *argv], cwd=PROJECT_DIR, env=env,

@@ -641,7 +641,9 @@ def figures(results: dict[tuple[str, str, int], dict[str, float]], kinds: tuple[
                                   peer=f"{two_hop} p50", peer_value=b["p50"]))
             if batch in floor:
                 out.append(figure(f"glue serve p50, {batch} tx, {store}", a["p50"], "ms", peer=f"{alone} p50",
-                                  peer_value=floor[batch]["p50"], note="the HTTP, Feast read and log on top"))
+                                  peer_value=floor[batch]["p50"],
+                                  note="scikit-learn on the logged features: no HTTP, no Feast read; "
+                                       "glue serve scores with its compiled trees"))
             if b:
                 out.append(figure(f"glue serve throughput, {batch} tx, {store}", a["rps"] * batch, "tx/s",
                                   peer=two_hop, peer_value=b["rps"] * batch,

@@ -340,17 +340,17 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
                   or r["requests_logged_twice"])
     mb = [f"{kb / 1024:.0f}" if kb is not None else "-" for kb in (r["rss_start_kb"], r["rss_end_kb"])]
     return [
-        figure("soak: failed requests", r["failures"], limit=("<=", 0), note=load),
-        figure("soak: scores unlike their version's scikit-learn prediction", r["score_mismatches"],
+        figure("failed requests", r["failures"], limit=("<=", 0), note=load),
+        figure("scores unlike their version's scikit-learn prediction", r["score_mismatches"],
                limit=("<=", 0), note=f"tolerance {TOLERANCE:g}; largest difference "
                                       f"{r['largest_score_difference']:.1e}"),
-        figure("soak: prediction-log lines", r["log_lines"], peer="answers", peer_value=r["answers"],
+        figure("prediction-log lines", r["log_lines"], peer="answers", peer_value=r["answers"],
                passed=log_ok, note=f"without a line {r['answers_without_log_line']}, without an answer "
                                    f"{r['log_lines_without_answer']}, twice {r['requests_logged_twice']}"),
-        figure("soak: server exit code after SIGTERM", r["server_exit_code"],
+        figure("server exit code after SIGTERM", r["server_exit_code"],
                passed=r["server_exit_code"] == 0),
-        figure("soak: throughput", r["requests_per_second"], "req/s", note=f"{r['seconds']} s"),
-        figure("soak: RSS growth after the first fifth", r["rss_slope_kb_per_10k_after_warmup"], "KB/10k req",
+        figure("throughput", r["requests_per_second"], "req/s", note=f"{r['seconds']} s"),
+        figure("RSS growth after the first fifth", r["rss_slope_kb_per_10k_after_warmup"], "KB/10k req",
                note=f"master + workers {mb[0]} -> {mb[1]} MB; "
                     f"{r['rss_slope_kb_per_10k']} KB/10k over the whole run"),
     ]
