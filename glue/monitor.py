@@ -157,7 +157,7 @@ def check(settings: Settings, model: ModelSpec, day: dt.date) -> CheckResult:
         return _record(settings, model, result, champion=None, extra={}, started=start)
 
     reference = load_reference(settings, model, champion)
-    windows = _windows(model, champion, day)
+    windows = _pooled(settings, model, _windows(model, champion, day))
     estimator = mlflow.load_sklearn_model(champion.uri)
     current, source = _current(settings, model, champion, estimator, windows)
     labelled = _labelled(settings, model, champion, estimator, windows)
@@ -167,7 +167,7 @@ def check(settings: Settings, model: ModelSpec, day: dt.date) -> CheckResult:
     drift = None
     if len(current) >= params.drift.min_current_rows:
         drift, _ = reports.drift_report(reference, current, _feature_columns(champion), params.drift,
-                                        out_dir, prediction=PREDICTION_COLUMN)
+                                        out_dir, prediction=PREDICTION_COLUMN, time_column=TIMESTAMP)
     quality = _quality(settings, model, champion, labelled, windows, out_dir)
     decision = decide(params, drift, quality, cooling)
     result = CheckResult(day=day, model=model.name, champion_version=champion.version,
@@ -219,8 +219,13 @@ def load_reference(settings: Settings, model: ModelSpec, champion: VersionRef) -
             f"{contract.REFERENCE_ARTIFACT} (trained before monitoring existed?); retrain with "
             f"`glue train --model {model.name}` and promote, or see the run in the MLflow UI"
         )
-    reference = pd.read_parquet(path)
-    days = model.monitoring.reference_days
+    return reference_window(pd.read_parquet(path), model.monitoring.reference_days)
+
+
+def reference_window(reference: pd.DataFrame, days: int | None) -> pd.DataFrame:
+    """The last `days` days of a champion's reference sample (all of it for None, or untimed rows)."""
+    import pandas as pd
+
     if days is not None and TIMESTAMP in reference.columns and len(reference):
         last_day = reference[TIMESTAMP].max().normalize()
         reference = reference[reference[TIMESTAMP] >= last_day - pd.Timedelta(days=days - 1)]
@@ -256,6 +261,38 @@ def _windows(model: ModelSpec, champion: VersionRef, day: dt.date) -> Windows:
     return Windows(current_start=end - dt.timedelta(days=params.current_days), current_end=end,
                    quality_after=dt.date.fromisoformat(seen_until[:10]) if seen_until else None,
                    quality_days=params.quality.window_days)
+
+
+def _pooled(settings: Settings, model: ModelSpec, windows: Windows) -> Windows:
+    """The current window grown back over the days before it while it holds too few rows.
+
+    A day of a few hundred events is too noisy for the drift distances (monitoring/policy.py
+    ``window_days``); the rows counted are the validated events of each day.
+    """
+    import dataclasses
+
+    import pandas as pd
+
+    from glue import features
+    from monitoring.policy import window_days
+
+    drift = model.monitoring.drift
+    current = (windows.current_end - windows.current_start).days
+    span = max(drift.max_window_days, current)
+    since = windows.current_end - dt.timedelta(days=span)
+    try:
+        events = features.read_events(settings, since=dt.datetime.combine(since, dt.time(), tzinfo=dt.UTC),
+                                      until=windows.labels_known_at)
+    except GlueError:
+        return windows
+    day = pd.to_datetime(events[TIMESTAMP], utc=True).dt.date
+    counts = day.value_counts()
+    rows_by_day = [int(counts.get(windows.current_end - dt.timedelta(days=back), 0))
+                   for back in range(1, span + 1)]
+    if not rows_by_day[0]:  # no events on the day itself: the check says so for that day
+        return windows
+    days = window_days(drift, rows_by_day, current)
+    return dataclasses.replace(windows, current_start=windows.current_end - dt.timedelta(days=days))
 
 
 def _current(settings: Settings, model: ModelSpec, champion: VersionRef, estimator: Any,
@@ -341,18 +378,25 @@ def _labelled(settings: Settings, model: ModelSpec, champion: VersionRef, estima
                                            PREDICTION_COLUMN: pd.Series(dtype="float64")}),
                         start=None, end=None)
     frame = features.training_frame(settings, model, until=windows.labels_known_at, since=since)
-    df = frame.df
-    day = pd.to_datetime(df[TIMESTAMP], utc=True).dt.normalize()
-    keep = day < pd.Timestamp(windows.current_end, tz="UTC")
-    if windows.quality_after is not None:
-        keep &= day >= pd.Timestamp(windows.quality_after, tz="UTC")
-    days = sorted(day[keep].unique())[-windows.quality_days:]
-    rows = df[keep & day.isin(days)].reset_index(drop=True)
+    rows, days = quality_window(frame.df, windows)
     if rows.empty:
         return Labelled(rows=rows.assign(**{PREDICTION_COLUMN: pd.Series(dtype="float64")}),
                         start=None, end=None)
     scored = _score(model, champion, estimator, rows, frame.feature_columns)
     return Labelled(rows=scored, start=days[0].date(), end=(days[-1] + pd.Timedelta(days=1)).date())
+
+
+def quality_window(df: pd.DataFrame, windows: Windows) -> tuple[pd.DataFrame, list[pd.Timestamp]]:
+    """Of labelled rows known by the check, those of the latest ``quality_days`` days before the
+    window's end and after the champion's validation window; and those days."""
+    import pandas as pd
+
+    day = pd.to_datetime(df[TIMESTAMP], utc=True).dt.normalize()
+    keep = day < pd.Timestamp(windows.current_end, tz="UTC")
+    if windows.quality_after is not None:
+        keep &= day >= pd.Timestamp(windows.quality_after, tz="UTC")
+    days = sorted(day[keep].unique())[-windows.quality_days:]
+    return df[keep & day.isin(days)].reset_index(drop=True), days
 
 
 def _score(model: ModelSpec, champion: VersionRef, estimator: Any, frame: pd.DataFrame,
@@ -379,14 +423,12 @@ def _quality(settings: Settings, model: ModelSpec, champion: VersionRef, labelle
 
     from glue.adapters import mlflow
 
-    policy = model.monitoring.quality
-    name = policy.metric or ""
+    name = model.monitoring.quality.metric or ""
     label = model.label.field
     binary = model.task == BINARY
     rows = labelled.rows
     window = (f"{labelled.start} .. {labelled.end}" if labelled.start
               else f"labels known at {windows.current_end}")
-    positives = int(rows[label].sum()) if binary and len(rows) else (0 if binary else None)
     metric = quality_metric(name, model.decision_threshold)
     baseline, validation = None, None
     run_id = champion.tags.get(contract.TRAIN_RUN_ID) or champion.run_id
@@ -398,16 +440,33 @@ def _quality(settings: Settings, model: ModelSpec, champion: VersionRef, labelle
         else:
             _, _, metrics = mlflow.run_data(run_id)
             baseline = metrics.get(BASELINE_METRIC[name])
+    finding = measure_quality(model, rows, validation, baseline, window,
+                              after=str(windows.quality_after or "its training"))
+    if finding.value is not None:
+        from monitoring import reports
+
+        reports.quality_report(rows.rename(columns={label: "target"}), "target", PREDICTION_COLUMN,
+                               model.task, model.decision_threshold, out_dir)
+    return finding
+
+
+def measure_quality(model: ModelSpec, rows: pd.DataFrame, validation: pd.DataFrame | None,
+                    baseline: float | None, window: str, after: str) -> QualityFinding:
+    """The quality metric on scored labelled rows and, with the validation rows, the bootstrap
+    interval of its drop; None as the value when the policy's minimum rows (positives) are missing."""
+    policy = model.monitoring.quality
+    name = policy.metric or ""
+    label = model.label.field
+    binary = model.task == BINARY
+    positives = int(rows[label].sum()) if binary and len(rows) else (0 if binary else None)
     too_few = len(rows) < policy.min_rows or (binary and (positives or 0) < policy.min_positives)
     if too_few:
-        after = windows.quality_after or "its training"
         needs = f"{policy.min_rows} rows" + (f" and {policy.min_positives} positive" if binary else "")
         found = f"{len(rows)} labelled rows" + (f" with {positives} positive" if binary else "")
         return QualityFinding(metric=name, value=None, baseline=baseline, rows=len(rows),
                               positives=positives, window=window,
                               reason=f"{found} after {after}; the policy needs {needs}")
-    from monitoring import reports
-
+    metric = quality_metric(name, model.decision_threshold)
     current = _target_and_output(rows, label, binary)
     value = float(metric(*current))
     low = high = None
@@ -415,8 +474,6 @@ def _quality(settings: Settings, model: ModelSpec, champion: VersionRef, labelle
         low, high = drop_interval(_target_and_output(validation, label, binary), current, metric,
                                   policy.bootstrap_samples, policy.confidence,
                                   direction=QUALITY_DIRECTION[name], binary=binary)
-    reports.quality_report(rows.rename(columns={label: "target"}), "target", PREDICTION_COLUMN,
-                           model.task, model.decision_threshold, out_dir)
     return QualityFinding(metric=name, value=value, baseline=baseline, rows=len(rows),
                           positives=positives, window=window, drop_low=low, drop_high=high)
 

@@ -12,6 +12,11 @@ Jensen-Shannon for categories); their sampling error shrinks like 1/sqrt(n) — 
 100k rows against a threshold of 0.1 — so the verdict on a sample is the verdict on all rows
 (``benchmarks/monitoring.py`` checks it at 1M rows). A p-value test (``ks``, ``chisquare``) grows
 more sensitive with n, and a sample makes it *less* trigger-happy, not wrong.
+
+Small windows: each distance test's threshold is raised to the noise the reference's own days
+show at the current window's size (monitoring/policy.py explains the rule; ``reference_noise``
+measures it with Evidently's own test functions, the ones the report's tests run). The thresholds
+used go into the report, so its HTML shows what each score was held to.
 """
 
 from __future__ import annotations
@@ -21,7 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitoring.policy import DriftFinding, DriftPolicy, drift_finding
+from monitoring.policy import (
+    ColumnNoise,
+    DriftFinding,
+    DriftPolicy,
+    drift_finding,
+    drift_thresholds,
+    size_term,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,8 +81,15 @@ def drift_report(
     policy: DriftPolicy,
     out_dir: Path,
     prediction: str | None = None,
+    time_column: str | None = None,
+    noise: dict[str, ColumnNoise] | None = None,
 ) -> tuple[DriftFinding, SavedReport]:
-    """Drift of `features` (and of the `prediction` column) from reference to current."""
+    """Drift of `features` (and of the `prediction` column) from reference to current.
+
+    With the reference's `time_column` (and ``noise_sigmas`` > 0) the thresholds are raised to
+    the reference's own day-to-day noise at the current window's size; `noise`, when given, is that
+    noise already measured (``reference_noise`` of the same reference and policy).
+    """
     import_evidently()
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
@@ -81,6 +100,12 @@ def drift_report(
     cur = sample(current[columns], policy.max_rows)
     categorical = categorical_columns(ref, features, policy.max_categories)
     numerical = [c for c in columns if c not in categorical]
+    if noise is None:
+        noise = {}
+        if policy.noise_sigmas > 0 and time_column and time_column in reference.columns:
+            noise = reference_noise(reference, features, policy, prediction=prediction,
+                                    time_column=time_column)
+    thresholds = drift_thresholds(policy, features, categorical, noise, len(ref), len(cur), prediction)
     ref, cur = _as_types(ref, categorical), _as_types(cur, categorical)
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
 
@@ -90,11 +115,11 @@ def drift_report(
         num_method=policy.numerical.method, num_threshold=policy.numerical.threshold,
         cat_method=policy.categorical.method, cat_threshold=policy.categorical.threshold,
         per_column_method={c: t.method for c, t in policy.columns.items() if c in features} or None,
-        per_column_threshold={c: t.threshold for c, t in policy.columns.items() if c in features} or None,
+        per_column_threshold={c: thresholds[c] for c in features},
     )]
     if prediction:
         metrics.append(ValueDrift(column=prediction, method=policy.prediction.method,
-                                  threshold=policy.prediction.threshold))
+                                  threshold=thresholds[prediction]))
     snapshot = Report(metrics, include_tests=True).run(
         current_data=Dataset.from_pandas(cur, data_definition=definition),
         reference_data=Dataset.from_pandas(ref, data_definition=definition),
@@ -108,9 +133,57 @@ def drift_report(
         scores={c: scores[c] for c in features if c in scores},
         prediction_score=scores.get(prediction) if prediction else None,
         prediction_drifted=bool(prediction) and prediction in drifted,
+        thresholds=thresholds,
     )
     saved = _save(snapshot, result, out_dir, DRIFT_HTML, DRIFT_JSON, (len(ref), len(cur)))
     return finding, saved
+
+
+def reference_noise(reference: pd.DataFrame, features: list[str], policy: DriftPolicy,
+                    prediction: str | None = None, time_column: str = "event_timestamp",
+                    ) -> dict[str, ColumnNoise]:
+    """Each column's quiet-day noise: every day of the reference scored against the rest of it.
+
+    The score is the column's own Evidently test (the function its report test runs, on the same
+    cleaned values), divided by the test's size term (monitoring/policy.py); a column gets a
+    ColumnNoise from at least three days of ``noise_min_day_rows`` rows. Sampled like the report.
+    """
+    import numpy as np
+    import pandas as pd
+
+    import_evidently()
+    from evidently.legacy.calculations.stattests import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    columns = [*features, *([prediction] if prediction else [])]
+    ref = sample(reference[[*columns, time_column]], policy.max_rows)
+    day = pd.to_datetime(ref[time_column], utc=True).dt.floor("D").to_numpy()
+    categorical = categorical_columns(ref, features, policy.max_categories)
+    typed = _as_types(ref[columns], categorical)
+    days = [d for d, n in zip(*np.unique(day, return_counts=True), strict=True)
+            if n >= policy.noise_min_day_rows]
+    if len(days) < 3:
+        return {}
+    out: dict[str, ColumnNoise] = {}
+    for column in columns:
+        is_cat = column in categorical
+        test = policy.prediction if column == prediction else policy.test_for(column, is_cat)
+        kind = ColumnType.Categorical if is_cat else ColumnType.Numerical
+        values = typed[column]
+        finite = values.replace([-np.inf, np.inf], np.nan).notna().to_numpy()
+        stattest = get_stattest(values, values, kind, test.method)
+        units = []
+        for d in days:
+            inside = day == d
+            one, rest = values[inside & finite], values[~inside & finite]
+            if one.empty or rest.empty:
+                continue
+            score = stattest(rest, one, kind, test.threshold).drift_score
+            units.append(float(score) / size_term(test.method, len(rest), len(one)))
+        if len(units) >= 3:
+            out[column] = ColumnNoise(mean=float(np.mean(units)), sd=float(np.std(units, ddof=1)),
+                                      days=len(units))
+    return out
 
 
 def quality_report(

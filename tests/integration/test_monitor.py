@@ -65,7 +65,11 @@ def test_quiet_day_before_the_shift_and_drift_after_it(champion_project: Path) -
     assert before.drift is not None and before.drift.share < model.monitoring.drift.drift_share
     assert before.reference_rows > 1000 and before.current_rows > 200
 
-    after = monitor.check(settings, model, START + dt.timedelta(days=SHIFT_DAY + 1))
+    # 500 events a day: the drift window reaches back until it holds 1,400 rows (policy
+    # min_window_rows). In this small project (1,500 card holders, 150 merchants) the spending
+    # shift moves 4 of the 24 features on its first three days, under the 20% drift share (a single
+    # noisy 500-row day used to add a fifth); on its fourth the 7-day aggregates join them
+    after = monitor.check(settings, model, START + dt.timedelta(days=SHIFT_DAY + 3))
     assert after.decision.drift and after.decision.retrain, after.summary()
     assert any("amount" in c for c in after.drift.drifted_columns)
     assert after.alert.startswith("logged")  # no webhook configured
@@ -94,8 +98,12 @@ def test_the_regression_model_is_checked_in_its_own_metric_folder_and_experiment
     day = START + dt.timedelta(days=59)
     result = monitor.check(settings, model, day)
     assert result.model == model.name and result.out_dir.parent == settings.monitoring_dir / model.name
-    # one row per card holder and day, as in its training set (not one per event)
-    assert 0 < result.current_rows <= 1500 and result.drift is not None
+    # one row per card holder and day, as in its training set (not one per event), for each day of
+    # the drift window (500 events a day: the day and the days before it, to 1,400 events)
+    windows = json.loads((result.out_dir / "decision.json").read_text())["windows"]
+    start, end = (dt.date.fromisoformat(windows[k]) for k in ("current_start", "current_end"))
+    days = (end - start).days
+    assert days > 1 and 0 < result.current_rows <= 1500 * days and result.drift is not None
     quality = result.quality
     assert quality is not None and quality.metric == "rmse" and quality.positives is None
     assert quality.value is not None and quality.baseline is not None, result.summary()
@@ -116,7 +124,7 @@ def test_check_is_logged_to_mlflow_once_per_day_and_tags_the_champion(champion_p
 
     settings = get_settings()
     model = _model(settings, "binary_classification")
-    day = START + dt.timedelta(days=57)
+    day = START + dt.timedelta(days=58)
     first = monitor.check(settings, model, day)
     again = monitor.check(settings, model, day)  # a re-run of the same day
     assert first.run_id == again.run_id
@@ -138,8 +146,8 @@ def test_check_is_logged_to_mlflow_once_per_day_and_tags_the_champion(champion_p
 def test_cooldown_per_model_and_missing_day(champion_project: Path) -> None:
     settings = get_settings()
     model = _model(settings, "binary_classification")
-    monitor.check(settings, model, START + dt.timedelta(days=56))  # drift: retrain requested
-    held = monitor.check(settings, model, START + dt.timedelta(days=57))
+    monitor.check(settings, model, START + dt.timedelta(days=58))  # drift: retrain requested
+    held = monitor.check(settings, model, START + dt.timedelta(days=59))
     assert held.decision.drift and not held.decision.retrain
     assert held.decision.reasons[-1].startswith("retrain held back: a retrain was requested on")
 

@@ -15,7 +15,19 @@ from pydantic import ValidationError
 from glue.features import _unique_key_parts
 from glue.monitor import DECISION_FILE, cooling_down, drop_interval, quality_metric
 from monitoring import alerts, prometheus
-from monitoring.policy import MonitoringParams, QualityFinding, decide, drift_finding
+from monitoring.policy import (
+    ColumnNoise,
+    DriftPolicy,
+    DriftTest,
+    MonitoringParams,
+    QualityFinding,
+    decide,
+    drift_finding,
+    drift_thresholds,
+    noise_threshold,
+    size_term,
+    window_days,
+)
 
 PARAMS = MonitoringParams()
 
@@ -193,3 +205,76 @@ def test_the_drop_interval_points_the_way_the_metric_gets_worse() -> None:
     assert low > 0.3  # a model gone random lost most of its average precision
     precision = quality_metric("precision", threshold=0.9)
     assert precision(np.array([1, 0, 1]), np.array([0.95, 0.95, 0.5])) == 0.5
+
+
+# A merchant feature's quiet-day noise as the demo's reference shows it (benchmarks/monitoring_trust.py):
+# about 2 units of sqrt(1/n_ref + 1/n_cur) on average, 0.5 of spread.
+MERCHANT_NOISE = ColumnNoise(mean=2.0, sd=0.5, days=14)
+WASSERSTEIN = DriftTest(method="wasserstein", threshold=0.1)
+
+
+def test_a_small_window_holds_a_distance_to_the_noise_expected_at_its_size() -> None:
+    small = noise_threshold(WASSERSTEIN, MERCHANT_NOISE, 3.0, 10_000, 700)
+    assert small == pytest.approx(3.5 * (1 / 10_000 + 1 / 700) ** 0.5)  # ~0.137
+    assert small > 0.12  # a quiet 700-row day at 0.12 is noise, not drift
+    # the team's threshold stands where the window is big enough: never lowered
+    assert noise_threshold(WASSERSTEIN, MERCHANT_NOISE, 3.0, 16_000, 17_000) == 0.1
+    assert noise_threshold(WASSERSTEIN, ColumnNoise(0.1, 0.01, 14), 3.0, 10_000, 700) == 0.1
+    # and without a noise estimate, or with noise_sigmas 0, the fixed thresholds come back
+    assert noise_threshold(WASSERSTEIN, None, 3.0, 10_000, 700) == 0.1
+    assert noise_threshold(WASSERSTEIN, MERCHANT_NOISE, 0.0, 10_000, 700) == 0.1
+
+
+def test_p_value_tests_keep_their_threshold_and_divergences_shrink_like_one_over_n() -> None:
+    ks = DriftTest(method="ks", threshold=0.05)  # a p-value already accounts for the sizes
+    assert noise_threshold(ks, MERCHANT_NOISE, 3.0, 10_000, 700) == 0.05
+    assert size_term("psi", 1000, 1000) == pytest.approx(0.002)
+    assert size_term("jensenshannon", 1000, 1000) == pytest.approx(0.002 ** 0.5)
+
+
+def _window_verdict(policy: DriftPolicy, scores: dict[str, float], n_current: int) -> bool:
+    """The drift decision for scores of 10 features + prediction, each with MERCHANT_NOISE."""
+    features = [f"f{i}" for i in range(10)]
+    noise = {c: MERCHANT_NOISE for c in [*features, "prediction"]}
+    thresholds = drift_thresholds(policy, features, [], noise, 10_000, n_current, "prediction")
+    drifted = [c for c in features if scores[c] >= thresholds[c]]
+    finding = drift_finding(policy, drifted, len(features), scores, scores["prediction"],
+                            scores["prediction"] >= thresholds["prediction"], thresholds)
+    return decide(MonitoringParams(drift=policy), finding, None).drift
+
+
+def test_a_small_quiet_window_is_not_drift_and_a_clear_shift_still_is() -> None:
+    sized, fixed = DriftPolicy(), DriftPolicy(noise_sigmas=0.0)
+    # a quiet 700-row day: three features at the noise's tail, past the fixed 0.1
+    quiet = {**{f"f{i}": 0.06 for i in range(10)}, "f0": 0.12, "f1": 0.11, "f2": 0.125, "prediction": 0.09}
+    assert _window_verdict(fixed, quiet, 700)  # the false alarm the fixed thresholds raise
+    assert not _window_verdict(sized, quiet, 700)
+    # a spending shift: the amount features far past any noise, at any size
+    shift = {**quiet, "f3": 0.6, "f4": 0.45, "f5": 0.3, "prediction": 0.2}
+    assert _window_verdict(sized, shift, 700) and _window_verdict(fixed, shift, 700)
+    # at 17,000 a day the same scores are no noise: both policies say drift on the quiet scores
+    assert _window_verdict(sized, quiet, 17_000)
+    # the scores' own thresholds are recorded with the finding
+    one = drift_thresholds(sized, ["f0"], [], {"f0": MERCHANT_NOISE}, 10_000, 700)
+    assert one["f0"] == pytest.approx(0.137, abs=0.001)
+
+
+def test_column_overrides_and_categories_pick_their_own_test() -> None:
+    policy = DriftPolicy(columns={"amount": DriftTest(method="psi", threshold=0.2)})
+    assert policy.test_for("amount", categorical=False).method == "psi"
+    assert policy.test_for("channel", categorical=True) == policy.categorical
+    assert policy.test_for("age", categorical=False) == policy.numerical
+
+
+def test_a_small_day_is_checked_with_the_days_before_it_until_the_window_holds_enough_rows() -> None:
+    policy = DriftPolicy()  # min_window_rows 1400, max_window_days 7
+    assert window_days(policy, [700, 690, 720, 700]) == 3  # 700 a day: the day and the two before it
+    assert window_days(policy, [800, 760, 700]) == 2  # 1,560 rows in two days
+    # a day big enough is the window, as it always was: no dilution of a shift's first day
+    assert window_days(policy, [1_600, 1_700]) == 1 and window_days(policy, [17_000]) == 1
+    # never past max_window_days, nor past the days there are
+    assert window_days(policy, [100] * 30) == 7
+    assert window_days(policy, [300, 300]) == 2
+    # a policy's own current_days is the least it looks at
+    assert window_days(policy, [5_000] * 5, current_days=3) == 3
+    assert window_days(DriftPolicy(min_window_rows=1), [10, 10]) == 1
