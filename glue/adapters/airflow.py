@@ -57,8 +57,8 @@ _MIGRATED_STAMP = "glue-db-migrated.json"
 _PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"  # pragma: allowlist secret
 # Written once the prod admin user has its password (ensure_admin_user).
 _ADMIN_STAMP = "glue-admin-user.json"
-# FAB's auth manager, approvers by user name (glue/adapters/airflow_auth.py)
-FAB_AUTH_MANAGER = "glue.adapters.airflow_auth.GlueFabAuthManager"
+# The prod profile's auth manager: FAB's, approvers by user name (see GlueFabAuthManager below)
+FAB_AUTH_MANAGER = "glue.adapters.airflow.GlueFabAuthManager"
 
 
 @dataclass(frozen=True)
@@ -471,3 +471,35 @@ def _errors(log: str) -> str:
 
 def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def __getattr__(name: str) -> Any:
+    """``GlueFabAuthManager``, built on first use: Airflow's processes import it by name
+    (``AIRFLOW__CORE__AUTH_MANAGER``), and building it loads FAB, which nothing else here needs."""
+    if name == "GlueFabAuthManager":
+        cls = globals()[name] = _fab_auth_manager_class()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _fab_auth_manager_class() -> type:
+    """The prod profile's Airflow auth manager: the FAB provider's, with approvers named by user name.
+
+    Why a subclass: Airflow's human-in-the-loop check (the ``approve`` step of a training DAG)
+    lets a user answer when the user's *id* is among the task's assigned users. SimpleAuthManager's
+    ids are user names; FAB's are the row numbers of its user table ("1", "2"...), which a DAG
+    cannot know when it is parsed, while params.yaml ``approval.approvers`` lists user names, as a
+    team writes them. This manager also accepts a respondent whose user name is assigned;
+    everything else (users, roles, permissions, the login page, the token API) is FAB's own.
+    """
+    from airflow.providers.fab.auth_manager.fab_auth_manager import FabAuthManager
+
+    class GlueFabAuthManager(FabAuthManager):
+        __doc__ = _fab_auth_manager_class.__doc__
+
+        def is_authorized_hitl_task(self, *, assigned_users: set[str], user: Any) -> bool:
+            return (super().is_authorized_hitl_task(assigned_users=assigned_users, user=user)
+                    or user.get_name() in assigned_users)
+
+    GlueFabAuthManager.__module__, GlueFabAuthManager.__qualname__ = __name__, "GlueFabAuthManager"
+    return GlueFabAuthManager
