@@ -196,7 +196,10 @@ def ensure_admin_user(settings: Settings, username: str, password: str) -> bool:
     if proc.returncode != 0:
         raise GlueError(f"could not make '{username}' an Airflow admin (exit {proc.returncode}):\n"
                         f"{_tail(proc.stdout + proc.stderr)}")
-    stamp.write_text(json.dumps(wanted))
+    # the stamp holds a hash of the password: private to its owner, as credentials.env is
+    fd = os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(wanted))
     return True
 
 
