@@ -139,7 +139,7 @@ def simulate(
     for i, spec_ in enumerate(models):  # the first champions (the first run refreshes the features)
         dag_id = airflow.training_dag_id(spec_.name)
         run = airflow.test_dag(sim, dag_id, dates[first - 1], conf=_refresh(i == 0))
-        gate = airflow.xcom_return(sim, dag_id, run.run_id, "promote") or {}
+        gate = run.returns.get("promote") or {}
         if not gate.get("champion_after"):
             raise GlueError(f"glue simulate: the first {spec_.name} did not become champion: "
                             f"{gate.get('summary')}")
@@ -283,7 +283,7 @@ def _model_day(sim: Settings, model: ModelSpec, index: int, day: dt.date, starte
 
     dag_id = airflow.monitoring_dag_id(model.name)
     monitored = airflow.test_dag(sim, dag_id, day)
-    check: dict[str, Any] = airflow.xcom_return(sim, dag_id, monitored.run_id, "check") or {}
+    check: dict[str, Any] = monitored.returns.get("check") or {}
     retrain = monitored.task_states.get("request_retrain") == "success"
     fields: dict[str, Any] = {"index": index, "day": day.isoformat(), "model": model.name,
                               "retrain": retrain, "decision": str(check.get("summary", "")),
@@ -291,7 +291,7 @@ def _model_day(sim: Settings, model: ModelSpec, index: int, day: dt.date, starte
     if retrain:  # the features are today's: glue_features has just run
         training = airflow.training_dag_id(model.name)
         trained = airflow.test_dag(sim, training, day, conf=_refresh(False))
-        gate = airflow.xcom_return(sim, training, trained.run_id, "promote") or {}
+        gate = trained.returns.get("promote") or {}
         fields |= {"trained_version": gate.get("challenger_version"), "promoted": gate.get("promoted"),
                    "champion": gate.get("champion_after")}
     return DayResult(**fields, seconds=time.perf_counter() - started)

@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,7 +63,8 @@ FAB_AUTH_MANAGER = "glue.adapters.airflow.GlueFabAuthManager"
 
 @dataclass(frozen=True)
 class DagTestResult:
-    """One `airflow dags test` run: its id, each task's final state and the captured log."""
+    """One `airflow dags test` run: its id, each task's final state, what each task returned (its
+    `return_value` XCom, read with the states: one Airflow start less per run) and the captured log."""
 
     dag_id: str
     logical_date: str
@@ -71,6 +72,7 @@ class DagTestResult:
     task_states: dict[str, str]
     seconds: float
     log: str
+    returns: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
         states = ", ".join(f"{task} {state}" for task, state in self.task_states.items())
@@ -280,26 +282,7 @@ def test_dag(
             f"{env['AIRFLOW__LOGGING__BASE_LOG_FOLDER']}\n{_tail(_errors(log) or log)}"
         )
     return DagTestResult(dag_id=dag_id, logical_date=run["logical_date"], run_id=run["run_id"],
-                         task_states=states, seconds=seconds, log=log)
-
-
-def xcom_return(settings: Settings, dag_id: str, run_id: str, task_id: str) -> Any:
-    """The return value a task of a finished run pushed to XCom (None if it pushed none)."""
-    env = airflow_env(settings)
-    script = (
-        "import json, sys\n"
-        "from airflow.models.xcom import XComModel\n"
-        "from airflow.utils.session import create_session\n"
-        "with create_session() as s:\n"
-        "    row = s.query(XComModel).filter_by(dag_id=sys.argv[1], run_id=sys.argv[2],\n"
-        "        task_id=sys.argv[3], key='return_value').one_or_none()\n"
-        "    print(json.dumps(None if row is None else XComModel.deserialize_value(row)))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", script, dag_id, run_id, task_id],
-                          env={**os.environ, **env}, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise GlueError(f"reading XCom {dag_id}/{run_id}/{task_id} failed:\n{_tail(proc.stderr)}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+                         task_states=states, seconds=seconds, log=log, returns=run["returns"])
 
 
 def standalone(settings: Settings) -> subprocess.Popen:
@@ -435,10 +418,11 @@ def _airflow_version() -> str:
 
 
 def _last_run(env: dict[str, str], dag_id: str) -> dict[str, Any] | None:
-    """The most recent run of a DAG with each task's state, read from the metadata DB."""
+    """The most recent run of a DAG with each task's state and return value, read from the metadata DB."""
     script = (
         "import json, sys\n"
         "from airflow.models import DagRun, TaskInstance\n"
+        "from airflow.models.xcom import XComModel\n"
         "from airflow.utils.session import create_session\n"
         "with create_session() as s:\n"
         "    dr = s.query(DagRun).filter_by(dag_id=sys.argv[1]).order_by(DagRun.id.desc()).first()\n"
@@ -446,9 +430,12 @@ def _last_run(env: dict[str, str], dag_id: str) -> dict[str, Any] | None:
         "        print('null'); sys.exit(0)\n"
         "    tis = s.query(TaskInstance).filter_by(dag_id=dr.dag_id, run_id=dr.run_id).all()\n"
         "    tis.sort(key=lambda t: (t.start_date is None, str(t.start_date), t.task_id))\n"
+        "    xcoms = s.query(XComModel).filter_by(dag_id=dr.dag_id, run_id=dr.run_id, map_index=-1,\n"
+        "                                         key='return_value')\n"
         "    print(json.dumps({'run_id': dr.run_id, 'state': str(dr.state),\n"
         "        'logical_date': dr.logical_date.isoformat() if dr.logical_date else '',\n"
-        "        'states': {t.task_id: str(t.state) for t in tis}}))\n"
+        "        'states': {t.task_id: str(t.state) for t in tis},\n"
+        "        'returns': {x.task_id: XComModel.deserialize_value(x) for x in xcoms}}))\n"
     )
     proc = subprocess.run([sys.executable, "-c", script, dag_id], env={**os.environ, **env},
                           capture_output=True, text=True)

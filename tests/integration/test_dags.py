@@ -263,8 +263,8 @@ def test_features_dag_runs_end_to_end_and_fails_loudly_on_a_bad_batch(tmp_projec
     assert validated == [f"2026-01-{d:02d}.parquet" for d in range(1, 11)]
     snapshots = pd.read_parquet(settings.features_dir / "customer_daily.parquet")
     assert len(snapshots) > 0
-    summary = airflow.xcom_return(settings, "glue_features", result.run_id, "features")
-    assert summary.startswith("features: ")
+    assert result.returns["features"].startswith("features: ")  # the task's return value (XCom)
+    assert set(result.returns) <= set(result.task_states)
 
     # A broken batch: the gate task fails (no retry), the error names the DAG and the task, and
     # the batch is kept in quarantine.
@@ -305,15 +305,11 @@ def test_simulation_delivers_what_arrived_each_day_and_trains_only_when_asked(
         calls.append((dag_id, day.isoformat(), events, labels, conf))
         retrain = dag_id == monitoring_dag and day.isoformat() >= "2026-01-25"
         states = {"check": "success", "request_retrain": "success" if retrain else "skipped"}
-        return airflow.DagTestResult(dag_id, day.isoformat(), f"run-{day}", states, 0.0, "")
-
-    def fake_xcom(sim, dag_id, run_id, task_id):  # noqa: ANN001, ANN202
-        if task_id == "check":
-            return {"summary": f"checked {run_id}", "drift": True, "decay": False}
-        return {"promoted": True, "challenger_version": "7", "champion_after": "7"}
+        returns = {"check": {"summary": f"checked run-{day}", "drift": True, "decay": False},
+                   "promote": {"promoted": True, "challenger_version": "7", "champion_after": "7"}}
+        return airflow.DagTestResult(dag_id, day.isoformat(), f"run-{day}", states, 0.0, "", returns)
 
     monkeypatch.setattr(airflow, "test_dag", fake_test_dag)
-    monkeypatch.setattr(airflow, "xcom_return", fake_xcom)
     result = simulation.simulate(settings, days=3, start_day=23, model=model.name,
                                  overrides={"shift_day": 24, "shift_kind": "spending_change"})
 
