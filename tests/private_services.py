@@ -1,4 +1,5 @@
-"""Services of a test's own that it may stop and start again: `mlflow server`, `redis-server`, PostgreSQL.
+"""Services of a test's own that it may stop and start again: `mlflow server`, `redis-server`, PostgreSQL,
+and `glue serve` itself.
 
 Why not the machine's services: an outage test stops the service under a running glue command or
 server, and the shared PostgreSQL and Redis serve everything else on the machine (other tests,
@@ -144,3 +145,45 @@ class PostgresServer:
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class GlueServe:
+    """`glue serve` of the project GLUE_PROJECT_DIR names, on a free port, ready when built (GET /ready
+    answers 200: the reloader has loaded every champion); stop() is a SIGTERM, as a process manager's.
+
+    `http` is a keep-alive client of the server at `url`; the server's output goes to `log`; `env`
+    is added to this process's environment.
+    """
+
+    def __init__(self, log: Path, poll_seconds: float = 0.2, timeout: float = 120,
+                 env: dict[str, str] | None = None) -> None:
+        self.port, self.log = free_port(), log
+        self.url = f"http://127.0.0.1:{self.port}"
+        with log.open("w") as out:
+            self.proc = subprocess.Popen([str(BIN / "glue"), "serve", "--port", str(self.port)], stdout=out,
+                                         stderr=subprocess.STDOUT,
+                                         env={**os.environ, "GLUE_SERVE_POLL_SECONDS": str(poll_seconds),
+                                              **(env or {})})
+        self.http = httpx.Client(base_url=self.url, timeout=10)
+        deadline = time.monotonic() + timeout
+        while not self._ready():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"glue serve did not get ready:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+
+    def _ready(self) -> bool:
+        try:
+            return self.http.get("/ready").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        self.http.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

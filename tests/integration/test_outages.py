@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ import pytest
 from glue import contract, features, training
 from glue.settings import Settings, get_settings
 from tests.conftest import build_small_champion_project, copy_project_config, one_openmp_thread
-from tests.private_services import MlflowServer, free_port
+from tests.private_services import GlueServe, MlflowServer
 
 SPEND = "customer-spend"
 BIN = Path(sys.executable).parent
@@ -146,13 +145,7 @@ def test_serving_answers_from_memory_while_the_registry_is_down_and_follows_it_w
     events = features.read_events(settings)  # customers of the last day are in the online store
     last = events["event_timestamp"] >= events["event_timestamp"].dt.floor("D").max()
     customers = [int(c) for c in events[last]["customer_id"].unique()[:40]]
-    port = free_port()
-    log = settings.state_dir / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(BIN / "glue"), "serve", "--port", str(port)], stdout=out,
-                                stderr=subprocess.STDOUT,
-                                env={**os.environ, "GLUE_SERVE_POLL_SECONDS": "0.2"})
-    url, answers, failures = f"http://127.0.0.1:{port}", [], []
+    answers, failures = [], []
 
     def ask(http: httpx.Client, customer: int) -> str | None:
         try:
@@ -166,35 +159,25 @@ def test_serving_answers_from_memory_while_the_registry_is_down_and_follows_it_w
         answers.append(reply.json()["request_id"])
         return reply.json()["model"]["version"]
 
+    serve = GlueServe(settings.state_dir / "serve.log")
     try:
-        with httpx.Client(base_url=url, timeout=10) as http:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if http.get("/ready").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < deadline, "glue serve never got ready"
-                time.sleep(0.5)
-            server.stop()
-            try:
-                time.sleep(1.0)  # several registry polls fail meanwhile
-                down = {ask(http, c) for c in customers}
-                assert http.get("/health").status_code == 200
-            finally:
-                server.start()
-            mlflow.set_alias(SPEND, contract.CHAMPION, other)  # moved while the server answered
-            deadline = time.monotonic() + 30
-            while ask(http, customers[0]) != other:
-                assert time.monotonic() < deadline, ("the server never followed the registry back:\n"
-                                                     + log.read_text()[-3000:])
-                time.sleep(0.2)
+        server.stop()
+        try:
+            time.sleep(1.0)  # several registry polls fail meanwhile
+            down = {ask(serve.http, c) for c in customers}
+            assert serve.http.get("/health").status_code == 200
+        finally:
+            server.start()
+        mlflow.set_alias(SPEND, contract.CHAMPION, other)  # moved while the server answered
+        deadline = time.monotonic() + 30
+        while ask(serve.http, customers[0]) != other:
+            assert time.monotonic() < deadline, ("the server never followed the registry back:\n"
+                                                 + serve.log.read_text()[-3000:])
+            time.sleep(0.2)
     finally:
         mlflow.set_alias(SPEND, contract.CHAMPION, champion)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    output = log.read_text()
+        serve.stop()
+    output = serve.log.read_text()
 
     assert failures == [], failures[:5]
     assert down == {champion}  # the champion in memory answered every request meanwhile

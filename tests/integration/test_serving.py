@@ -11,16 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +26,7 @@ from glue import batch_scoring, contract, features, prediction_log, serving
 from glue.adapters import mlflow
 from glue.errors import GlueError
 from glue.settings import Settings, get_settings
+from tests.private_services import GlueServe, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -422,12 +418,6 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
     """
     import httpx
 
-    port = _free_port()
-    env = {**os.environ, "GLUE_PROJECT_DIR": str(project.project_dir), serving.ENV_POLL_SECONDS: "0.2"}
-    glue = Path(sys.executable).parent / "glue"
-    server = subprocess.Popen([str(glue), "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
     stop = threading.Event()
     seen: list[list[dict[str, Any]]] = [[] for _ in range(4)]  # per thread: each answer, in order
     spend_ids: list[str] = []
@@ -435,8 +425,9 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
     before = mlflow.get_alias(FRAUD, contract.CHAMPION)
     assert before is not None
     new = other_fraud_version
+    server = GlueServe(project.state_dir / "serve.log", env={"GLUE_PROJECT_DIR": str(project.project_dir)})
+    url = server.url
     try:
-        _wait_http_ready(url, server)
 
         def post(http: httpx.Client, route: str, row: dict[str, Any]) -> dict[str, Any] | None:
             try:
@@ -492,12 +483,8 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
     finally:
         stop.set()
         mlflow.set_alias(FRAUD, contract.CHAMPION, before.version)
-        server.send_signal(signal.SIGINT)
-        try:
-            output, _ = server.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            output, _ = server.communicate()
+        server.stop()  # SIGTERM: the server writes its prediction log to the end
+    output = server.log.read_text()
 
     assert failures == [], f"{len(failures)} requests failed during the switch: {failures[:5]}"
     answers = [a for part in seen for a in part]
@@ -675,19 +662,11 @@ def test_score_batch_one_day_and_all_for_both_models(project: Settings) -> None:
 # --- helpers -------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http_ready(url: str, server: subprocess.Popen | None = None, timeout: float = 90.0) -> None:
+def _wait_http_ready(url: str, timeout: float = 90.0) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if server is not None and server.poll() is not None:
-            raise AssertionError(f"glue serve exited: {server.stdout.read() if server.stdout else ''}")
         try:
             if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
                 return
@@ -702,7 +681,7 @@ def _uvicorn(app: Any) -> Iterator[str]:
     """Serve `app` over real HTTP with uvicorn (as `glue serve` does) on a thread; yields its URL."""
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            access_log=False))
     thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)

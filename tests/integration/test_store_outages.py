@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ import pytest
 from glue import contract, features
 from glue.settings import Settings, get_settings
 from tests.conftest import build_small_champion_project, copy_project_config
-from tests.private_services import PostgresServer, RedisServer, free_port
+from tests.private_services import GlueServe, PostgresServer, RedisServer
 
 FRAUD = "fraud-detector"
 BIN = Path(sys.executable).parent
@@ -92,28 +91,13 @@ def _assert_outage(proc: subprocess.CompletedProcess, service: str) -> None:
     assert "Traceback" not in proc.stderr
 
 
-class Server:
+class Server(GlueServe):
     """`glue serve` of the project, and the answers it gave (request id -> score)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.port, self.log = free_port(), settings.state_dir / "serve.log"
-        with self.log.open("w") as out:
-            self.proc = subprocess.Popen([str(BIN / "glue"), "serve", "--port", str(self.port)], stdout=out,
-                                         stderr=subprocess.STDOUT,
-                                         env={**os.environ, "GLUE_SERVE_POLL_SECONDS": "0.2"})
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
         self.answers: dict[str, float] = {}
         self.logged_before = set(_logged_ids())  # earlier servers' lines
-        deadline = time.monotonic() + 120
-        while not self._ready():
-            assert self.proc.poll() is None and time.monotonic() < deadline, self.log.read_text()[-3000:]
-            time.sleep(0.5)
-
-    def _ready(self) -> bool:
-        try:
-            return self.http.get("/ready").status_code == 200
-        except httpx.HTTPError:
-            return False
+        super().__init__(settings.state_dir / "serve.log")
 
     def ask(self, row: dict) -> httpx.Response:
         reply = self.http.post(f"/models/{FRAUD}/predict", json=row)
@@ -126,11 +110,9 @@ class Server:
         assert [r.status_code for r in replies] == [200] * len(rows), [r.text[:300] for r in replies][:3]
         return [r.json()["predictions"][0]["score"] for r in replies]
 
-    def stop(self) -> list[str]:
+    def stop(self) -> list[str]:  # type: ignore[override]
         """SIGTERM; the request ids this server wrote to the prediction log."""
-        self.http.close()
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
+        super().stop()
         return [i for i in _logged_ids() if i not in self.logged_before]
 
 
