@@ -96,7 +96,7 @@ def build_features(settings: Settings) -> FeaturesResult:
 
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    store = feast.open_store(settings)
+    store = feast.open_store(settings, parse_repo=True)
     contents = feast.repo_contents(settings, store)
     seconds["open"] = time.perf_counter() - t0
 
