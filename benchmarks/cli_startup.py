@@ -3,6 +3,8 @@
 The CLI must import none of the heavy tools (Feast, MLflow, GE, Evidently, Airflow: 2-7 s each),
 so its start-up is Python + click. The peers, each in a fresh `python -c "import X"` process
 (--import-runs runs after one warm-up, median), show what a CLI that imported them would cost.
+Beside `import feast`: Feast as every glue process but `glue features` imports it, without its
+typeguard instrumentation (glue/adapters/feast.py `import_feast`).
 Run: `uv run python benchmarks/cli_startup.py [--runs N] [--import-runs N] [--json PATH]`.
 """
 
@@ -65,6 +67,10 @@ def main() -> None:
                 times = time_command([sys.executable, "-c", f"import {tool}"], args.import_runs, env)
                 imports[tool] = statistics.median(times)
                 print(line(f"import {tool}", times))
+            unchecked = "from glue.adapters.feast import import_feast; import_feast(type_checks=False)"
+            times = time_command([sys.executable, "-c", unchecked], args.import_runs, env)
+            imports["feast (glue, no type checks)"] = statistics.median(times)
+            print(line("import feast (glue)", times))
     median = statistics.median(time_command([glue, "--help"], args.runs))
     verdict = "OK" if median < TARGET_SECONDS else "SLOWER THAN TARGET"
     print(f"glue --help median {median:.3f} s vs target {TARGET_SECONDS} s: {verdict}")
@@ -73,9 +79,14 @@ def main() -> None:
     figures = [figure("glue --help", median, "s", limit=("<", TARGET_SECONDS), note=runs),
                figure("glue --help", median, "s", peer="python -c pass", peer_value=medians["python -c pass"],
                       note="the interpreter's own start-up")]
+    feast_by_glue = imports.pop("feast (glue, no type checks)", None)
     figures += [figure("glue --help", median, "s", peer=f"python -c 'import {tool}'", peer_value=seconds,
                        note=f"fresh process, median of {args.import_runs} runs")
                 for tool, seconds in imports.items()]
+    if feast_by_glue is not None:
+        figures.append(figure("import feast as glue does", feast_by_glue, "s",
+                              peer="python -c 'import feast'", peer_value=imports["feast"],
+                              note="without typeguard's instrumentation; `glue features` keeps it"))
     figures.append(figure("glue validate --help", medians["glue validate --help"], "s",
                           limit=("<", TARGET_SECONDS), note=runs))
     write_json(args.json, figures, runs=args.runs, import_runs=args.import_runs, glue_help_seconds=median,

@@ -65,9 +65,9 @@ def open_store(settings: Settings, *, parse_repo: bool = False) -> FeatureStore:
     """The Feast store of the settings' profile, from the same feature_store.yaml the CLI reads.
 
     `parse_repo`: the caller goes on to parse the repo's own definitions (:func:`repo_contents`), so
-    Feast is imported with its argument type checks on (:func:`_import_feast`).
+    Feast is imported with its argument type checks on (:func:`import_feast`).
     """
-    _import_feast(type_checks=parse_repo)
+    import_feast(type_checks=parse_repo)
     from feast import FeatureStore
     from feast.repo_config import load_repo_config
 
@@ -94,7 +94,7 @@ def open_store(settings: Settings, *, parse_repo: bool = False) -> FeatureStore:
     return store
 
 
-def _import_feast(*, type_checks: bool) -> None:
+def import_feast(*, type_checks: bool) -> None:
     """Import Feast, the first time in this process, with or without its argument type checks.
 
     Why: Feast wraps its definition classes (Entity, FeatureView, FeatureService, the data sources,

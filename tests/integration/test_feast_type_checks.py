@@ -1,7 +1,7 @@
 """Feast's argument type checks: on where glue parses the feature repo, off where it only reads it back.
 
 Feast wraps its definition classes in typeguard's @typechecked, which costs 2 s per process at
-import (glue/adapters/feast.py `_import_feast`). glue keeps the checks in the one process that
+import (glue/adapters/feast.py `import_feast`). glue keeps the checks in the one process that
 parses the repo's own definitions, where they name a wrong argument type, and skips them in every
 other process. Both halves run in fresh interpreters: a test process has imported Feast already.
 """
