@@ -243,6 +243,8 @@ def slope_kb_per_10k(rss: list[tuple[int, int]], skip: float = 0.0) -> float:
 
 
 def main() -> None:
+    # the checks load each version's model from the registry: no MLflow progress bar per load
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100_000, help="requests in all (%(default)s)")
     parser.add_argument("--seconds", type=float, default=1800.0, help="stop sending after this long")
