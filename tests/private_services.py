@@ -22,6 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from glue.serving.config import ENV_POLL_SECONDS
+
 BIN = Path(sys.executable).parent
 
 
@@ -162,7 +164,7 @@ class GlueServe:
         with log.open("w") as out:
             self.proc = subprocess.Popen([str(BIN / "glue"), "serve", "--port", str(self.port)], stdout=out,
                                          stderr=subprocess.STDOUT,
-                                         env={**os.environ, "GLUE_SERVE_POLL_SECONDS": str(poll_seconds),
+                                         env={**os.environ, ENV_POLL_SECONDS: str(poll_seconds),
                                               **(env or {})})
         self.http = httpx.Client(base_url=self.url, timeout=10)
         deadline = time.monotonic() + timeout

@@ -148,11 +148,11 @@ def repo_contents(settings: Settings, store: FeatureStore) -> Any:
 
 def _repo_line(exc: BaseException, repo: Path) -> str:
     """`file:line` of the innermost frame of the repo's own code in `exc`'s traceback (else the repo)."""
-    where = str(repo)
+    where, roots = str(repo), (repo, repo.resolve())
     tb = exc.__traceback__
     while tb is not None:
         filename = Path(tb.tb_frame.f_code.co_filename)
-        if filename.is_relative_to(repo.resolve()) or filename.is_relative_to(repo):
+        if any(filename.is_relative_to(root) for root in roots):
             where = f"{filename}:{tb.tb_lineno}"
         tb = tb.tb_next
     if isinstance(exc, SyntaxError) and exc.filename:

@@ -428,7 +428,6 @@ def test_hot_reload_under_load_with_the_real_server(project: Settings, known: pd
     server = GlueServe(project.state_dir / "serve.log", env={"GLUE_PROJECT_DIR": str(project.project_dir)})
     url = server.url
     try:
-
         def post(http: httpx.Client, route: str, row: dict[str, Any]) -> dict[str, Any] | None:
             try:
                 answer = http.post(route, json=row)
